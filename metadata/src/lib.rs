@@ -1,0 +1,1 @@
+//! hadisk on-disk metadata (being written).
