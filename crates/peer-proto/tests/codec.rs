@@ -1,0 +1,322 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Round trips of every message kind, streaming in arbitrary pieces, and
+//! hostile input: arbitrary bytes never panic and lengths are checked from
+//! the header alone.
+
+use bytes::{Bytes, BytesMut};
+use hadisk_peer_proto::frame::{BLOCK_BYTES, FRAME_MAGIC, HEADER_LEN, MAX_DATA_BYTES};
+use hadisk_peer_proto::{
+    decode, Decoder, DiskState, Kind, Message, Params, ProtoError, Role, Uuids,
+};
+use proptest::prelude::*;
+
+fn arb_role() -> impl Strategy<Value = Role> {
+    prop_oneof![
+        Just(Role::Primary),
+        Just(Role::Secondary),
+        Just(Role::Unknown)
+    ]
+}
+
+fn arb_disk() -> impl Strategy<Value = DiskState> {
+    (1u8..=7).prop_map(|c| DiskState::from_wire(c).unwrap())
+}
+
+fn arb_uuids() -> impl Strategy<Value = Uuids> {
+    any::<[u64; 4]>().prop_map(|u| Uuids {
+        current: u[0],
+        bitmap: u[1],
+        history: [u[2], u[3]],
+    })
+}
+
+fn arb_blocks() -> impl Strategy<Value = Bytes> {
+    (0usize..3, any::<u8>()).prop_map(|(n, b)| Bytes::from(vec![b; n * BLOCK_BYTES as usize]))
+}
+
+fn arb_offset() -> impl Strategy<Value = u64> {
+    (0u64..1 << 40).prop_map(|b| b * BLOCK_BYTES)
+}
+
+fn arb_len() -> impl Strategy<Value = u32> {
+    (0u32..4096).prop_map(|b| b * BLOCK_BYTES as u32)
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (any::<u32>(), any::<u64>()).prop_map(|(protocol_version, features)| Message::Hello {
+            protocol_version,
+            features
+        }),
+        prop::collection::vec(any::<u8>(), 32..=64).prop_map(|c| Message::AuthChallenge {
+            challenge: Bytes::from(c)
+        }),
+        any::<[u8; 32]>().prop_map(|mac| Message::AuthResponse { mac }),
+        (
+            any::<u64>(),
+            arb_uuids(),
+            any::<u64>(),
+            arb_role(),
+            arb_disk(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(
+                    size_bytes,
+                    uuids,
+                    dirty_blocks,
+                    role,
+                    disk,
+                    crashed_primary,
+                    discard_my_data,
+                )| {
+                    Message::Params(Params {
+                        size_bytes,
+                        uuids,
+                        dirty_blocks,
+                        role,
+                        disk,
+                        crashed_primary,
+                        discard_my_data,
+                    })
+                }
+            ),
+        (
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..512),
+            any::<bool>()
+        )
+            .prop_map(|(first_block, bits, last)| Message::BitmapChunk {
+                first_block,
+                bits: Bytes::from(bits),
+                last
+            }),
+        (any::<u64>(), arb_offset(), arb_blocks(), any::<bool>()).prop_map(
+            |(seq, offset_bytes, data, fua)| Message::Data {
+                seq,
+                offset_bytes,
+                data,
+                fua
+            }
+        ),
+        any::<u64>().prop_map(|seq| Message::WriteAck { seq }),
+        any::<u64>().prop_map(|seq| Message::NegAck { seq }),
+        any::<u64>().prop_map(|seq| Message::Flush { seq }),
+        any::<u64>().prop_map(|seq| Message::FlushAck { seq }),
+        any::<u64>().prop_map(|seq| Message::Ping { seq }),
+        any::<u64>().prop_map(|seq| Message::PingAck { seq }),
+        (any::<u64>(), arb_offset(), arb_len()).prop_map(|(seq, offset_bytes, len_bytes)| {
+            Message::ResyncRequest {
+                seq,
+                offset_bytes,
+                len_bytes,
+            }
+        }),
+        (any::<u64>(), arb_offset(), arb_len()).prop_map(|(seq, offset_bytes, len_bytes)| {
+            Message::InSync {
+                seq,
+                offset_bytes,
+                len_bytes,
+            }
+        }),
+        (arb_offset(), arb_len()).prop_map(|(offset_bytes, len_bytes)| Message::OutOfSync {
+            offset_bytes,
+            len_bytes
+        }),
+        (any::<u64>(), arb_offset(), arb_blocks()).prop_map(|(seq, offset_bytes, data)| {
+            Message::ResyncData {
+                seq,
+                offset_bytes,
+                data,
+            }
+        }),
+        (any::<u64>(), arb_offset(), arb_len(), any::<[u8; 32]>()).prop_map(
+            |(seq, offset_bytes, len_bytes, digest)| Message::CsumRequest {
+                seq,
+                offset_bytes,
+                len_bytes,
+                digest
+            }
+        ),
+        (arb_role(), arb_disk(), arb_uuids())
+            .prop_map(|(role, disk, uuids)| Message::StateChange { role, disk, uuids }),
+        "[a-z ]{0,80}".prop_map(|reason| Message::Disconnect { reason }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_message_round_trips_through_a_stream(
+        msgs in prop::collection::vec(arb_message(), 1..8),
+        cut in 1usize..97,
+    ) {
+        let mut wire = BytesMut::new();
+        for m in &msgs {
+            m.encode().unwrap().write_to(&mut wire);
+        }
+        let mut dec = Decoder::new();
+        let mut out = Vec::new();
+        for piece in wire.chunks(cut) {
+            dec.feed(piece);
+            while let Some(m) = dec.next_message().unwrap() {
+                out.push(m);
+            }
+        }
+        prop_assert_eq!(out, msgs);
+        prop_assert_eq!(dec.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        let _ = decode(&mut buf);
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_valid_header_never_panic(
+        kind in 1u16..=19, flags in 0u16..4, seq in any::<u64>(), offset in any::<u64>(),
+        body in prop::collection::vec(any::<u8>(), 0..128),
+    ) {
+        let mut buf = BytesMut::from(&header(kind, flags, seq, offset, body.len() as u32)[..]);
+        buf.extend_from_slice(&body);
+        let _ = decode(&mut buf);
+    }
+}
+
+fn header(kind: u16, flags: u16, seq: u64, offset: u64, len: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+    h[4..6].copy_from_slice(&kind.to_le_bytes());
+    h[6..8].copy_from_slice(&flags.to_le_bytes());
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..24].copy_from_slice(&offset.to_le_bytes());
+    h[24..28].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+#[test]
+fn header_layout_is_fixed_little_endian() {
+    let f = Message::Data {
+        seq: 7,
+        offset_bytes: 8192,
+        data: Bytes::from(vec![0u8; 4096]),
+        fua: true,
+    }
+    .encode()
+    .unwrap();
+    assert_eq!(&f.header[0..4], b"HDSK");
+    assert_eq!(f.header, header(6, 1, 7, 8192, 4096));
+    assert_eq!(f.len_bytes(), 32 + 4096);
+}
+
+#[test]
+fn data_payload_is_shared_not_copied() {
+    let data = Bytes::from(vec![5u8; 8192]);
+    let f = Message::Data {
+        seq: 1,
+        offset_bytes: 0,
+        data: data.clone(),
+        fua: false,
+    }
+    .encode()
+    .unwrap();
+    assert_eq!(f.payload.as_ptr(), data.as_ptr());
+    let mut wire = BytesMut::new();
+    f.write_to(&mut wire);
+    let Some(Message::Data { data: got, .. }) = decode(&mut wire).unwrap() else {
+        panic!("not data")
+    };
+    assert_eq!(got, data);
+}
+
+#[test]
+fn oversized_length_is_refused_from_the_header_alone() {
+    let mut buf = BytesMut::from(&header(6, 0, 1, 0, MAX_DATA_BYTES + 4096)[..]);
+    assert_eq!(
+        decode(&mut buf).unwrap_err(),
+        ProtoError::BadPayloadLength {
+            kind: Kind::Data,
+            len_bytes: u64::from(MAX_DATA_BYTES) + 4096
+        }
+    );
+    let mut buf = BytesMut::from(&header(4, 0, 0, 0, 50)[..]);
+    assert_eq!(
+        decode(&mut buf).unwrap_err().to_string(),
+        "Params message with an invalid payload length of 50 bytes"
+    );
+}
+
+#[test]
+fn incomplete_is_not_an_error() {
+    let mut buf = BytesMut::from(&header(6, 0, 1, 0, 4096)[..]);
+    assert_eq!(decode(&mut buf).unwrap(), None);
+    assert_eq!(buf.len(), HEADER_LEN);
+    let mut short = BytesMut::from(&b"HDS"[..]);
+    assert_eq!(decode(&mut short).unwrap(), None);
+}
+
+#[test]
+fn garbage_gives_specific_errors() {
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n......"[..]);
+    assert_eq!(
+        decode(&mut buf).unwrap_err().to_string(),
+        "bad frame magic 0x20544547: the peer is not a hadisk node or the stream is corrupt"
+    );
+    let mut h = header(6, 0, 1, 0, 4096);
+    h[10] ^= 1;
+    assert!(matches!(
+        decode(&mut BytesMut::from(&h[..])).unwrap_err(),
+        ProtoError::HeaderChecksum { .. }
+    ));
+    let mut buf = BytesMut::from(&header(99, 0, 0, 0, 0)[..]);
+    assert_eq!(
+        decode(&mut buf).unwrap_err(),
+        ProtoError::UnknownKind { code: 99 }
+    );
+    let mut buf = BytesMut::from(&header(7, 0x80, 0, 0, 0)[..]);
+    assert_eq!(
+        decode(&mut buf).unwrap_err(),
+        ProtoError::UnknownFlags {
+            kind: Kind::WriteAck,
+            flags: 0x80
+        }
+    );
+    let mut buf = BytesMut::from(&header(6, 0, 0, 100, 4096)[..]);
+    buf.extend_from_slice(&[0u8; 4096]);
+    assert_eq!(
+        decode(&mut buf).unwrap_err(),
+        ProtoError::BadRange {
+            kind: Kind::Data,
+            offset_bytes: 100,
+            len_bytes: 4096
+        }
+    );
+    let mut buf = BytesMut::from(&header(17, 0, 0, 0, 34)[..]);
+    buf.extend_from_slice(&[9u8; 34]);
+    assert_eq!(
+        decode(&mut buf).unwrap_err(),
+        ProtoError::UnknownRole { code: 9 }
+    );
+}
+
+#[test]
+fn encoder_refuses_unaligned_data() {
+    let err = Message::Data {
+        seq: 1,
+        offset_bytes: 0,
+        data: Bytes::from(vec![0u8; 100]),
+        fua: false,
+    }
+    .encode()
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ProtoError::BadPayloadLength {
+            kind: Kind::Data,
+            len_bytes: 100
+        }
+    );
+}
