@@ -7,7 +7,7 @@
 //! |--------|------|------------------|------------------------------------------------|
 //! | 0      | 4    | `magic`          | [`FRAME_MAGIC`]: "HDSK"                        |
 //! | 4      | 2    | `kind`           | [`Kind`] code                                  |
-//! | 6      | 2    | `flags`          | [`FLAG_FUA`], [`FLAG_LAST`]; others must be 0  |
+//! | 6      | 2    | `flags`          | `FLAG_FUA`, `FLAG_LAST`, `FLAG_GRANTED`; else 0 |
 //! | 8      | 8    | `seq`            | sender-assigned sequence number (acks echo it) |
 //! | 16     | 8    | `offset_bytes`   | byte offset on the volume (data-path kinds)    |
 //! | 24     | 4    | `payload_len`    | bytes following the header                     |
@@ -35,7 +35,10 @@
 //! * `BitmapChunk`: bitmap bytes (bit `i` of byte `j` is block
 //!   `offset_bytes + 8*j + i`, where `offset_bytes` holds the first block
 //!   number); `FLAG_LAST` marks the final chunk.
-//! * `Data`, `ResyncData`: the block data (multiple of [`BLOCK_BYTES`]).
+//! * `Data`, `ResyncData`: the data (offset and length multiples of [`SECTOR_BYTES`]).
+//! * `PromoteRequest`, `PromoteReply`: empty; the reply's `FLAG_GRANTED`
+//!   says whether the peer agreed (two-phase promotion, so that two nodes
+//!   never both become Primary while connected).
 //! * `ResyncRequest`, `OutOfSync`, `InSync`: `len_bytes u32` (4 bytes).
 //! * `CsumRequest`: `len_bytes u32` then a 32-byte digest (36 bytes).
 //! * `StateChange`: `role u8`, `disk u8`, then the four UUIDs (34 bytes).
@@ -51,9 +54,12 @@ use crate::ProtoError;
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"HDSK");
 /// Size of the fixed frame header.
 pub const HEADER_LEN: usize = 32;
-/// The replication unit: data-path offsets and lengths are multiples of it
-/// (the dirty bitmap has one bit per block).
+/// The replication unit: the dirty bitmap has one bit per block, and resync
+/// ranges are multiples of it.
 pub const BLOCK_BYTES: u64 = 4096;
+/// Data-path offsets and lengths are multiples of this (the NBD layer's
+/// minimum block size); the dirty bitmap marks the covering blocks.
+pub const SECTOR_BYTES: u64 = 512;
 /// Largest data payload: the NBD server's largest request (32 MiB), so one
 /// client write is one frame; bounds the receive buffer per frame.
 pub const MAX_DATA_BYTES: u32 = 32 * 1024 * 1024;
@@ -73,7 +79,9 @@ pub const DIGEST_BYTES: usize = 32;
 pub const FLAG_FUA: u16 = 1;
 /// Header flag: the last chunk of a bitmap transfer.
 pub const FLAG_LAST: u16 = 2;
-const KNOWN_FLAGS: u16 = FLAG_FUA | FLAG_LAST;
+/// Header flag: a `PromoteReply` that grants the promotion.
+pub const FLAG_GRANTED: u16 = 4;
+const KNOWN_FLAGS: u16 = FLAG_FUA | FLAG_LAST | FLAG_GRANTED;
 
 /// `Params` flag: this node was Primary and did not shut down cleanly.
 pub const PARAMS_CRASHED_PRIMARY: u8 = 1;
@@ -109,6 +117,8 @@ pub enum Kind {
     StateChange = 17,
     Disconnect = 18,
     InSync = 19,
+    PromoteRequest = 20,
+    PromoteReply = 21,
 }
 
 /// How long a kind's payload may be.
@@ -121,7 +131,7 @@ enum PayloadRule {
 impl Kind {
     fn from_code(code: u16) -> Option<Kind> {
         use Kind::*;
-        const ALL: [Kind; 19] = [
+        const ALL: [Kind; 21] = [
             Hello,
             AuthChallenge,
             AuthResponse,
@@ -141,6 +151,8 @@ impl Kind {
             StateChange,
             Disconnect,
             InSync,
+            PromoteRequest,
+            PromoteReply,
         ];
         ALL.iter().copied().find(|k| *k as u16 == code)
     }
@@ -159,7 +171,8 @@ impl Kind {
             CsumRequest => Exact(LEN_FIELD + DIGEST_BYTES as u32),
             StateChange => Exact(STATE_CHANGE_LEN),
             Disconnect => Range(0, MAX_REASON_BYTES),
-            WriteAck | NegAck | Flush | FlushAck | Ping | PingAck => Exact(0),
+            WriteAck | NegAck | Flush | FlushAck | Ping | PingAck | PromoteRequest
+            | PromoteReply => Exact(0),
         }
     }
 }
@@ -317,7 +330,7 @@ impl Message {
             PayloadRule::Range(lo, hi) => (lo as usize..=hi as usize).contains(&payload.len()),
             PayloadRule::Blocks => {
                 payload.len() <= MAX_DATA_BYTES as usize
-                    && (payload.len() as u64).is_multiple_of(BLOCK_BYTES)
+                    && (payload.len() as u64).is_multiple_of(SECTOR_BYTES)
             }
         };
         if !rule_ok {
@@ -388,6 +401,13 @@ impl Message {
             Message::Flush { seq } => (head(Kind::Flush, 0, *seq, 0), Bytes::new()),
             Message::FlushAck { seq } => (head(Kind::FlushAck, 0, *seq, 0), Bytes::new()),
             Message::Ping { seq } => (head(Kind::Ping, 0, *seq, 0), Bytes::new()),
+            Message::PromoteRequest { seq } => {
+                (head(Kind::PromoteRequest, 0, *seq, 0), Bytes::new())
+            }
+            Message::PromoteReply { seq, granted } => {
+                let flags = if *granted { FLAG_GRANTED } else { 0 };
+                (head(Kind::PromoteReply, flags, *seq, 0), Bytes::new())
+            }
             Message::PingAck { seq } => (head(Kind::PingAck, 0, *seq, 0), Bytes::new()),
             Message::ResyncRequest {
                 seq,
@@ -524,7 +544,7 @@ fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Head, u32), ProtoError> {
     let ok = match kind.payload_rule() {
         PayloadRule::Exact(n) => len == n,
         PayloadRule::Range(lo, hi) => (lo..=hi).contains(&len),
-        PayloadRule::Blocks => len <= MAX_DATA_BYTES && u64::from(len).is_multiple_of(BLOCK_BYTES),
+        PayloadRule::Blocks => len <= MAX_DATA_BYTES && u64::from(len).is_multiple_of(SECTOR_BYTES),
     };
     if !ok {
         return Err(ProtoError::BadPayloadLength {
@@ -543,7 +563,8 @@ fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Head, u32), ProtoError> {
 }
 
 fn check_range(kind: Kind, offset_bytes: u64, len_bytes: u64) -> Result<(), ProtoError> {
-    let aligned = offset_bytes.is_multiple_of(BLOCK_BYTES) && len_bytes.is_multiple_of(BLOCK_BYTES);
+    let aligned =
+        offset_bytes.is_multiple_of(SECTOR_BYTES) && len_bytes.is_multiple_of(SECTOR_BYTES);
     if !aligned || offset_bytes.checked_add(len_bytes).is_none() {
         return Err(ProtoError::BadRange {
             kind,
@@ -622,6 +643,11 @@ fn parse_body(head: Head, mut p: Bytes) -> Result<Message, ProtoError> {
         Kind::Flush => Message::Flush { seq },
         Kind::FlushAck => Message::FlushAck { seq },
         Kind::Ping => Message::Ping { seq },
+        Kind::PromoteRequest => Message::PromoteRequest { seq },
+        Kind::PromoteReply => Message::PromoteReply {
+            seq,
+            granted: flags & FLAG_GRANTED != 0,
+        },
         Kind::PingAck => Message::PingAck { seq },
         Kind::ResyncRequest | Kind::InSync | Kind::OutOfSync | Kind::CsumRequest => {
             let len_bytes = p.get_u32_le();

@@ -100,5 +100,7 @@ pub fn frame_kind_name(msg: &Message) -> &'static str {
         Message::PingAck { .. } => "PingAck",
         Message::StateChange { .. } => "StateChange",
         Message::Disconnect { .. } => "Disconnect",
+        Message::PromoteRequest { .. } => "PromoteRequest",
+        Message::PromoteReply { .. } => "PromoteReply",
     }
 }

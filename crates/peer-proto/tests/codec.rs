@@ -31,7 +31,7 @@ fn arb_uuids() -> impl Strategy<Value = Uuids> {
 }
 
 fn arb_blocks() -> impl Strategy<Value = Bytes> {
-    (0usize..3, any::<u8>()).prop_map(|(n, b)| Bytes::from(vec![b; n * BLOCK_BYTES as usize]))
+    (0usize..17, any::<u8>()).prop_map(|(n, b)| Bytes::from(vec![b; n * 512]))
 }
 
 fn arb_offset() -> impl Strategy<Value = u64> {
@@ -142,6 +142,9 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (arb_role(), arb_disk(), arb_uuids())
             .prop_map(|(role, disk, uuids)| Message::StateChange { role, disk, uuids }),
         "[a-z ]{0,80}".prop_map(|reason| Message::Disconnect { reason }),
+        any::<u64>().prop_map(|seq| Message::PromoteRequest { seq }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(seq, granted)| Message::PromoteReply { seq, granted }),
     ]
 }
 
@@ -175,7 +178,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_after_a_valid_header_never_panic(
-        kind in 1u16..=19, flags in 0u16..4, seq in any::<u64>(), offset in any::<u64>(),
+        kind in 1u16..=22, flags in 0u16..8, seq in any::<u64>(), offset in any::<u64>(),
         body in prop::collection::vec(any::<u8>(), 0..128),
     ) {
         let mut buf = BytesMut::from(&header(kind, flags, seq, offset, body.len() as u32)[..]);
