@@ -290,6 +290,16 @@ pub enum Message {
     Disconnect {
         reason: String,
     },
+    /// The sender wants to become Primary; the peer must not be or become
+    /// Primary meanwhile.
+    PromoteRequest {
+        seq: u64,
+    },
+    /// The answer to `PromoteRequest { seq }`.
+    PromoteReply {
+        seq: u64,
+        granted: bool,
+    },
 }
 
 /// An encoded frame: the header and the payload, to be written with a
