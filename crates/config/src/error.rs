@@ -102,6 +102,23 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// A `HaParse` error at a line.
+    pub(crate) fn ha(file: &std::path::Path, line: u32, message: impl Into<String>) -> Self {
+        ConfigError::HaParse {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// A `HaFile` error about a whole file.
+    pub(crate) fn ha_file(file: &std::path::Path, message: impl Into<String>) -> Self {
+        ConfigError::HaFile {
+            file: file.to_path_buf(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Shorthand for this crate's results.

@@ -20,6 +20,7 @@ pub use model::{
     OnIoError, Protocol, Resource, Startup,
 };
 pub use syntax::{MAX_BLOCK_DEPTH, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH};
+pub(crate) use syntax::read_limited;
 
 use crate::error::{ConfigError, Result};
 

@@ -1,0 +1,179 @@
+//! `hadisk daemon`: one process per node that owns the node's resources.
+//!
+//! It serves the control socket, attaches disks on `up`, exports a Primary's
+//! volume over NBD and, on SIGTERM or SIGINT, shuts down in order: stop
+//! accepting, let in-flight requests finish, flush, write the metadata clean,
+//! exit 0 — so that the next start does not mistake a clean stop for a crash.
+
+mod control_server;
+mod resource;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{watch, Mutex};
+use tracing::{error, info};
+
+use crate::cli::GlobalOpts;
+use crate::control::{Request, Response, CONTROL_SOCKET};
+use crate::status::StatusReport;
+
+use resource::Resource;
+
+/// The daemon's state: the resources that are up, by name.
+#[derive(Debug)]
+pub struct Daemon {
+    run_dir: PathBuf,
+    resources: Mutex<BTreeMap<String, Resource>>,
+}
+
+/// Runs the daemon in the foreground until SIGTERM/SIGINT.
+pub fn run(g: &GlobalOpts) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&g.run_dir)
+        .with_context(|| format!("creating the run directory {}", g.run_dir.display()))?;
+    let _ = std::fs::set_permissions(&g.run_dir, std::fs::Permissions::from_mode(0o755));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hadisk")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(run_async(g.run_dir.clone()))
+}
+
+async fn run_async(run_dir: PathBuf) -> anyhow::Result<()> {
+    let socket = run_dir.join(CONTROL_SOCKET);
+    let listener = control_server::bind(&socket)?;
+    let daemon = Arc::new(Daemon { run_dir, resources: Mutex::new(BTreeMap::new()) });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(control_server::serve(listener, socket.clone(), daemon.clone(), stop_rx));
+    info!(socket = %socket.display(), pid = std::process::id(), "hadisk daemon started");
+
+    wait_for_signal().await?;
+    info!("shutting down: no new requests, finishing in-flight I/O");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    daemon.shutdown().await;
+    info!("hadisk daemon stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Carries out one control request. Every refusal is a `Response` with a
+    /// reason; nothing here may take the daemon down.
+    pub async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Status { resource } => self.status(resource.as_deref()).await,
+            Request::Up { resource, config, node, wait } => {
+                self.up(&resource, config, node, wait).await
+            }
+            Request::Down { resource } => self.down(&resource).await,
+            Request::Primary { resource, force } => {
+                self.with_resource(&resource, |r| Box::pin(r.promote(force))).await
+            }
+            Request::Secondary { resource } => {
+                self.with_resource(&resource, |r| Box::pin(r.demote())).await
+            }
+            Request::Connect { resource, .. }
+            | Request::Disconnect { resource }
+            | Request::Invalidate { resource }
+            | Request::Verify { resource } => Response::refused(format!(
+                "{resource}: this command needs the peer link, which this build of hadisk does not have yet"
+            )),
+        }
+    }
+
+    async fn status(&self, only: Option<&str>) -> Response {
+        let resources = self.resources.lock().await;
+        if let Some(name) = only {
+            if !resources.contains_key(name) {
+                return Response::refused(not_up(name, resources.keys()));
+            }
+        }
+        let report = StatusReport {
+            resources: resources
+                .values()
+                .filter(|r| only.is_none_or(|n| n == r.name()))
+                .map(Resource::status)
+                .collect(),
+        };
+        Response { ok: true, message: String::new(), status: Some(report) }
+    }
+
+    async fn up(&self, name: &str, config: PathBuf, node: String, _wait: bool) -> Response {
+        let mut resources = self.resources.lock().await;
+        if resources.contains_key(name) {
+            return Response::ok(format!("{name}: already up"));
+        }
+        match Resource::up(name, &config, &node, &self.run_dir).await {
+            Ok(r) => {
+                let msg = format!("{name}: up as Secondary, disk {}", r.disk_state());
+                resources.insert(name.to_string(), r);
+                Response::ok(msg)
+            }
+            Err(e) => Response::refused(format!("{e:#}")),
+        }
+    }
+
+    async fn down(&self, name: &str) -> Response {
+        let mut resources = self.resources.lock().await;
+        let Some(r) = resources.get_mut(name) else {
+            return Response::refused(not_up(name, resources.keys()));
+        };
+        if let Err(e) = r.down().await {
+            return Response::refused(format!("{e:#}"));
+        }
+        resources.remove(name);
+        Response::ok(format!("{name}: down"))
+    }
+
+    async fn with_resource<F>(&self, name: &str, f: F) -> Response
+    where
+        F: for<'a> FnOnce(
+            &'a mut Resource,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = anyhow::Result<String>> + Send + 'a>,
+        >,
+    {
+        let mut resources = self.resources.lock().await;
+        let Some(r) = resources.get_mut(name) else {
+            return Response::refused(not_up(name, resources.keys()));
+        };
+        match f(r).await {
+            Ok(msg) => Response::ok(msg),
+            Err(e) => Response::refused(format!("{e:#}")),
+        }
+    }
+
+    /// SIGTERM path: every resource writes its metadata clean.
+    async fn shutdown(&self) {
+        let mut resources = self.resources.lock().await;
+        for (name, r) in resources.iter_mut() {
+            if let Err(e) = r.shutdown().await {
+                error!(resource = %name, error = %format!("{e:#}"), "clean shutdown failed");
+            }
+        }
+    }
+}
+
+fn not_up<'a>(name: &str, up: impl Iterator<Item = &'a String>) -> String {
+    let up: Vec<&str> = up.map(String::as_str).collect();
+    if up.is_empty() {
+        format!("{name}: resource is not up (no resource is); run `hadisk up {name}`")
+    } else {
+        format!("{name}: resource is not up (up: {}); run `hadisk up {name}`", up.join(", "))
+    }
+}

@@ -1,0 +1,228 @@
+//! The status report (DESIGN.md §1.3): one serde model that the daemon fills
+//! and that is printed three ways — `status --json` (what tests parse), the
+//! `drbdadm status` text, and the `drbd-overview` line.
+//!
+//! State names are DRBD's strings, so DRBD users and their scripts read them
+//! without a dictionary.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// `{"resources": [...]}`: the whole `status --json` document.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub resources: Vec<ResourceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    pub name: String,
+    /// This node's name.
+    pub node: String,
+    /// Primary | Secondary.
+    pub role: String,
+    /// Diskless, Attaching, Inconsistent, Outdated, Consistent, UpToDate, Failed.
+    pub disk: String,
+    pub size_bytes: u64,
+    pub nbd_clients: usize,
+    /// Where the export is served: the Unix socket path.
+    pub nbd_socket: Option<String>,
+    pub peer: PeerStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    /// StandAlone, Connecting, Connected.
+    pub connection: String,
+    /// Primary | Secondary | Unknown.
+    pub role: String,
+    /// The peer's disk state, DUnknown while not connected.
+    pub disk: String,
+    /// Off, Established, SyncSource, SyncTarget, PausedSyncS, PausedSyncT, VerifyS, VerifyT.
+    pub replication: String,
+    pub out_of_sync_bytes: u64,
+    pub resync: Option<ResyncStatus>,
+    /// Why the link is not up, when there is a reason worth telling (a wrong
+    /// shared secret, split brain, unrelated data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResyncStatus {
+    pub done_percent: f64,
+    pub speed_bytes_per_s: u64,
+    pub eta_s: u64,
+    /// Bytes still to sync and the total of this resync, for the overview.
+    pub remaining_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Prints `drbdadm status` text for each resource.
+pub fn render_status(report: &StatusReport) -> String {
+    let mut out = String::new();
+    for r in &report.resources {
+        let _ = writeln!(out, "{} role:{}", r.name, r.role);
+        let _ = writeln!(out, "  disk:{}", r.disk);
+        let p = &r.peer;
+        if p.connection == "Connected" {
+            let _ = writeln!(out, "  {} role:{}", p.name, p.role);
+            let mut line = String::from("   ");
+            if p.replication != "Established" {
+                let _ = write!(line, " replication:{}", p.replication);
+            }
+            let _ = write!(line, " peer-disk:{}", p.disk);
+            if let Some(s) = &p.resync {
+                let _ = write!(line, " done:{:.2}", s.done_percent);
+            }
+            let _ = writeln!(out, "{line}");
+        } else {
+            let _ = writeln!(out, "  {} connection:{}", p.name, p.connection);
+        }
+        if let Some(e) = &p.last_error {
+            let _ = writeln!(out, "    last-error: {e}");
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// Prints one `drbd-overview` line per resource, with the progress bar,
+/// `sync'ed:` and `finish:` lines while a resync runs.
+pub fn render_overview(report: &StatusReport) -> String {
+    let mut out = String::new();
+    for (minor, r) in report.resources.iter().enumerate() {
+        let p = &r.peer;
+        let cstate = if p.connection == "Connected" && p.replication != "Established" {
+            p.replication.as_str()
+        } else {
+            p.connection.as_str()
+        };
+        let _ = writeln!(
+            out,
+            "{:>3}:{}/0  {} {}/{} {}/{}",
+            minor, r.name, cstate, r.role, p.role, r.disk, p.disk
+        );
+        if let Some(s) = &p.resync {
+            let _ = writeln!(out, "\t{}", progress_line(s));
+            let _ = writeln!(out, "\t{}", finish_line(s));
+        }
+    }
+    out
+}
+
+/// `[=====>..............] sync'ed: 31.4% (702/1024)M`; the second number is
+/// the total, the first what is still to do, as in /proc/drbd.
+fn progress_line(s: &ResyncStatus) -> String {
+    const WIDTH: usize = 20;
+    let done = (s.done_percent.clamp(0.0, 100.0) / 100.0 * WIDTH as f64) as usize;
+    let mut bar = String::with_capacity(WIDTH + 2);
+    bar.push('[');
+    for i in 0..WIDTH {
+        bar.push(match i.cmp(&done) {
+            std::cmp::Ordering::Less => '=',
+            std::cmp::Ordering::Equal => '>',
+            std::cmp::Ordering::Greater => '.',
+        });
+    }
+    bar.push(']');
+    const MIB: u64 = 1024 * 1024;
+    format!(
+        "{bar} sync'ed: {:.1}% ({}/{})M",
+        s.done_percent,
+        s.remaining_bytes / MIB,
+        s.total_bytes / MIB
+    )
+}
+
+/// `finish: 0:00:12 speed: 55,232 (55,232) K/sec`.
+fn finish_line(s: &ResyncStatus) -> String {
+    let (h, m, sec) = (s.eta_s / 3600, (s.eta_s / 60) % 60, s.eta_s % 60);
+    let kib = group_thousands(s.speed_bytes_per_s / 1024);
+    format!("finish: {h}:{m:02}:{sec:02} speed: {kib} ({kib}) K/sec")
+}
+
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(connection: &str, replication: &str, resync: Option<ResyncStatus>) -> StatusReport {
+        StatusReport {
+            resources: vec![ResourceStatus {
+                name: "data".into(),
+                node: "nas1".into(),
+                role: "Primary".into(),
+                disk: "UpToDate".into(),
+                size_bytes: 1 << 30,
+                nbd_clients: 1,
+                nbd_socket: None,
+                peer: PeerStatus {
+                    name: "nas2".into(),
+                    connection: connection.into(),
+                    role: "Secondary".into(),
+                    disk: "Inconsistent".into(),
+                    replication: replication.into(),
+                    out_of_sync_bytes: 0,
+                    resync,
+                    last_error: None,
+                },
+            }],
+        }
+    }
+
+    fn resync() -> ResyncStatus {
+        ResyncStatus {
+            done_percent: 45.2,
+            speed_bytes_per_s: 56_557_568,
+            eta_s: 12,
+            remaining_bytes: 702 << 20,
+            total_bytes: 1024 << 20,
+        }
+    }
+
+    #[test]
+    fn status_text_during_sync_matches_drbdadm() {
+        let text = render_status(&sample("Connected", "SyncSource", Some(resync())));
+        assert_eq!(
+            text,
+            "data role:Primary\n  disk:UpToDate\n  nas2 role:Secondary\n    replication:SyncSource peer-disk:Inconsistent done:45.20\n\n"
+        );
+    }
+
+    #[test]
+    fn status_text_disconnected_shows_connection_state() {
+        let text = render_status(&sample("Connecting", "Off", None));
+        assert_eq!(text, "data role:Primary\n  disk:UpToDate\n  nas2 connection:Connecting\n\n");
+    }
+
+    #[test]
+    fn overview_shows_bar_and_speed() {
+        let text = render_overview(&sample("Connected", "SyncSource", Some(resync())));
+        assert_eq!(
+            text,
+            "  0:data/0  SyncSource Primary/Secondary UpToDate/Inconsistent\n\t[=========>..........] sync'ed: 45.2% (702/1024)M\n\tfinish: 0:00:12 speed: 55,232 (55,232) K/sec\n"
+        );
+    }
+
+    #[test]
+    fn thousands_grouping() {
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1000), "1,000");
+        assert_eq!(group_thousands(1234567), "1,234,567");
+    }
+}
