@@ -22,13 +22,23 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
     /// A `.res` file, or a directory whose `*.res` files are read.
-    #[arg(long, global = true, env = "HADISK_CONFIG", default_value = "/etc/hadisk")]
+    #[arg(
+        long,
+        global = true,
+        env = "HADISK_CONFIG",
+        default_value = "/etc/hadisk"
+    )]
     pub config: PathBuf,
     /// Which `on NAME { }` section is this node (default: the host name).
     #[arg(long, global = true, env = "HADISK_NODE")]
     pub node: Option<String>,
     /// Holds the control socket `hadisk.sock` and the NBD sockets `RES.nbd`.
-    #[arg(long, global = true, env = "HADISK_RUN_DIR", default_value = "/run/hadisk")]
+    #[arg(
+        long,
+        global = true,
+        env = "HADISK_RUN_DIR",
+        default_value = "/run/hadisk"
+    )]
     pub run_dir: PathBuf,
 }
 

@@ -77,10 +77,18 @@ pub struct Response {
 
 impl Response {
     pub fn ok(message: impl Into<String>) -> Self {
-        Self { ok: true, message: message.into(), status: None }
+        Self {
+            ok: true,
+            message: message.into(),
+            status: None,
+        }
     }
     pub fn refused(message: impl Into<String>) -> Self {
-        Self { ok: false, message: message.into(), status: None }
+        Self {
+            ok: false,
+            message: message.into(),
+            status: None,
+        }
     }
 }
 
@@ -91,7 +99,10 @@ pub enum ClientError {
     #[error("the hadisk daemon is not running (no control socket at {path}); start it with `hadisk daemon` (systemd: `systemctl start hadisk`)")]
     NotRunning { path: PathBuf },
     #[error("talking to the hadisk daemon at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the hadisk daemon at {path} sent an answer that is not valid: {reason}")]
     BadAnswer { path: PathBuf, reason: String },
 }
@@ -99,7 +110,10 @@ pub enum ClientError {
 /// Sends one request to the daemon listening in `run_dir` and returns its answer.
 pub fn call(run_dir: &Path, request: &Request) -> Result<Response, ClientError> {
     let path = run_dir.join(CONTROL_SOCKET);
-    let io = |source| ClientError::Io { path: path.clone(), source };
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
     let stream = match UnixStream::connect(&path) {
         Ok(s) => s,
         Err(e)

@@ -61,8 +61,11 @@ pub fn node_name(g: &GlobalOpts) -> Result<String> {
     if let Some(n) = &g.node {
         return Ok(n.clone());
     }
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_err(|e| anyhow::anyhow!("cannot read the host name (/proc/sys/kernel/hostname): {e}; pass --node NAME"))?;
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the host name (/proc/sys/kernel/hostname): {e}; pass --node NAME"
+        )
+    })?;
     Ok(name.trim().to_string())
 }
 
@@ -77,11 +80,21 @@ fn to_request(g: &GlobalOpts, command: Command) -> Result<Request> {
         Command::Down { resource } => Request::Down { resource },
         Command::Primary { resource, force } => Request::Primary { resource, force },
         Command::Secondary { resource } => Request::Secondary { resource },
-        Command::Connect { resource, discard_my_data } => Request::Connect { resource, discard_my_data },
+        Command::Connect {
+            resource,
+            discard_my_data,
+        } => Request::Connect {
+            resource,
+            discard_my_data,
+        },
         Command::Disconnect { resource } => Request::Disconnect { resource },
         Command::Invalidate { resource } => Request::Invalidate { resource },
         Command::Verify { resource } => Request::Verify { resource },
-        Command::CreateMd { .. } | Command::DumpMd { .. } | Command::Daemon | Command::Status { .. } | Command::Overview => {
+        Command::CreateMd { .. }
+        | Command::DumpMd { .. }
+        | Command::Daemon
+        | Command::Status { .. }
+        | Command::Overview => {
             anyhow::bail!("internal: {command:?} is not a daemon request")
         }
     })

@@ -148,7 +148,7 @@ fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn status_text_disconnected_shows_connection_state() {
         let text = render_status(&sample("Connecting", "Off", None));
-        assert_eq!(text, "data role:Primary\n  disk:UpToDate\n  nas2 connection:Connecting\n\n");
+        assert_eq!(
+            text,
+            "data role:Primary\n  disk:UpToDate\n  nas2 connection:Connecting\n\n"
+        );
     }
 
     #[test]

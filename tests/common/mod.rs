@@ -32,7 +32,10 @@ pub fn require(cmd: &str) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "`{cmd}` is not installed: run ./scripts/install-deps.sh (the test command does)");
+    assert!(
+        ok,
+        "`{cmd}` is not installed: run ./scripts/install-deps.sh (the test command does)"
+    );
 }
 
 /// A node of a test: its own directory, resource file, run dir and disk image.
@@ -43,9 +46,15 @@ pub struct Node {
 
 impl Node {
     pub fn new(name: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("hadisk-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hadisk-test-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
-        Node { dir, name: name.to_string() }
+        Node {
+            dir,
+            name: name.to_string(),
+        }
     }
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
@@ -126,10 +135,17 @@ impl Node {
         let sock = self.run_dir().join("hadisk.sock");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !sock.exists() {
-            assert!(Instant::now() < deadline, "daemon did not create {}", sock.display());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not create {}",
+                sock.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        DaemonGuard { child: Some(child), log: self.path("daemon.log") }
+        DaemonGuard {
+            child: Some(child),
+            log: self.path("daemon.log"),
+        }
     }
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
@@ -190,7 +206,10 @@ impl Drop for DaemonGuard {
 
 /// Runs an external command and asserts success; returns stdout.
 pub fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -203,5 +222,9 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
 
 /// A free TCP port on 127.0.0.1 (bind to 0, read, release).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

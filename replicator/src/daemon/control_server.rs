@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
@@ -81,9 +81,9 @@ async fn handle(stream: UnixStream, daemon: Arc<Daemon>) {
     let mut line = String::new();
     let response = match reader.read_line(&mut line).await {
         Ok(0) => return,
-        Ok(_) if !line.ends_with('\n') => {
-            Response::refused(format!("control request longer than {MAX_REQUEST_BYTES} bytes or not newline-terminated"))
-        }
+        Ok(_) if !line.ends_with('\n') => Response::refused(format!(
+            "control request longer than {MAX_REQUEST_BYTES} bytes or not newline-terminated"
+        )),
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 debug!(?req, "control request");

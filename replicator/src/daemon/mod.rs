@@ -46,9 +46,17 @@ pub fn run(g: &GlobalOpts) -> anyhow::Result<()> {
 async fn run_async(run_dir: PathBuf) -> anyhow::Result<()> {
     let socket = run_dir.join(CONTROL_SOCKET);
     let listener = control_server::bind(&socket)?;
-    let daemon = Arc::new(Daemon { run_dir, resources: Mutex::new(BTreeMap::new()) });
+    let daemon = Arc::new(Daemon {
+        run_dir,
+        resources: Mutex::new(BTreeMap::new()),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(control_server::serve(listener, socket.clone(), daemon.clone(), stop_rx));
+    let server = tokio::spawn(control_server::serve(
+        listener,
+        socket.clone(),
+        daemon.clone(),
+        stop_rx,
+    ));
     info!(socket = %socket.display(), pid = std::process::id(), "hadisk daemon started");
 
     wait_for_signal().await?;
@@ -110,7 +118,11 @@ impl Daemon {
                 .map(Resource::status)
                 .collect(),
         };
-        Response { ok: true, message: String::new(), status: Some(report) }
+        Response {
+            ok: true,
+            message: String::new(),
+            status: Some(report),
+        }
     }
 
     async fn up(&self, name: &str, config: PathBuf, node: String, _wait: bool) -> Response {
@@ -174,6 +186,9 @@ fn not_up<'a>(name: &str, up: impl Iterator<Item = &'a String>) -> String {
     if up.is_empty() {
         format!("{name}: resource is not up (no resource is); run `hadisk up {name}`")
     } else {
-        format!("{name}: resource is not up (up: {}); run `hadisk up {name}`", up.join(", "))
+        format!(
+            "{name}: resource is not up (up: {}); run `hadisk up {name}`",
+            up.join(", ")
+        )
     }
 }
