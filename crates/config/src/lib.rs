@@ -7,6 +7,7 @@
 
 pub mod drbd;
 mod error;
+pub mod ha;
 
 pub use drbd::{load, parse_str, Config, Host, Resource};
 pub use error::{ConfigError, Result};
