@@ -6,14 +6,6 @@
 
 use crate::{Area, MetadataError};
 
-pub(crate) fn get_u16(block: &[u8], offset: usize) -> u16 {
-    let mut le = [0u8; 2];
-    if let Some(src) = block.get(offset..offset + 2) {
-        le.copy_from_slice(src);
-    }
-    u16::from_le_bytes(le)
-}
-
 pub(crate) fn get_u32(block: &[u8], offset: usize) -> u32 {
     let mut le = [0u8; 4];
     if let Some(src) = block.get(offset..offset + 4) {
@@ -36,10 +28,6 @@ pub(crate) fn put(block: &mut [u8], offset: usize, bytes: &[u8]) {
     }
 }
 
-pub(crate) fn put_u16(block: &mut [u8], offset: usize, value: u16) {
-    put(block, offset, &value.to_le_bytes());
-}
-
 pub(crate) fn put_u32(block: &mut [u8], offset: usize, value: u32) {
     put(block, offset, &value.to_le_bytes());
 }
@@ -53,7 +41,11 @@ pub(crate) fn show_bytes(bytes: &[u8]) -> String {
     if bytes.iter().all(|b| b.is_ascii_graphic()) {
         format!("\"{}\"", String::from_utf8_lossy(bytes))
     } else {
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 

@@ -188,7 +188,10 @@ mod tests {
                 needed - 1
             )
         );
-        assert!(matches!(Layout::compute(0, 1237), Err(MetadataError::DeviceTooSmall { .. })));
+        assert!(matches!(
+            Layout::compute(0, 1237),
+            Err(MetadataError::DeviceTooSmall { .. })
+        ));
         assert_eq!(
             Layout::compute(GIB, 6).unwrap_err().to_string(),
             "al-extents 6 is outside 7..=65534"

@@ -32,7 +32,7 @@ mod codec;
 use std::fmt;
 
 pub use al::{AlRecovery, AlTransaction};
-pub use dump::MetadataDump;
+pub use dump::{node_name_hash, MetadataDump};
 pub use fsprobe::{FilesystemInfo, FilesystemKind};
 pub use layout::Layout;
 pub use store::{detect_filesystem, detect_metadata, Metadata};
@@ -87,8 +87,13 @@ pub enum MetadataError {
         needed_bytes: u64,
     },
     /// The device exceeds the largest size the bitmap covers.
-    #[error("disk of {disk_size_bytes} bytes exceeds the largest supported size of {max_bytes} bytes")]
-    DeviceTooLarge { disk_size_bytes: u64, max_bytes: u64 },
+    #[error(
+        "disk of {disk_size_bytes} bytes exceeds the largest supported size of {max_bytes} bytes"
+    )]
+    DeviceTooLarge {
+        disk_size_bytes: u64,
+        max_bytes: u64,
+    },
     /// `al-extents` outside DRBD's range.
     #[error("al-extents {value} is outside {min}..={max}")]
     AlExtentsOutOfRange { value: u32, min: u32, max: u32 },
@@ -122,7 +127,11 @@ pub enum MetadataError {
     },
     /// A reserved byte is not zero.
     #[error("{area}: reserved byte {offset} is {value:#04x}, expected 0")]
-    ReservedNotZero { area: Area, offset: usize, value: u8 },
+    ReservedNotZero {
+        area: Area,
+        offset: usize,
+        value: u8,
+    },
     /// Flag bits this build does not know.
     #[error("{area}: unknown flag bits {bits:#010x}")]
     UnknownFlags { area: Area, bits: u32 },
@@ -173,6 +182,23 @@ pub enum MetadataError {
         field: &'static str,
         current: u64,
         requested: u64,
+    },
+    /// The activity-log ring holds damage that is not one torn write.
+    #[error(
+        "{area}: the activity log is damaged: {reason}; recreate the metadata (create-md --force) \
+         and resync from the peer"
+    )]
+    AlDamaged { area: Area, reason: String },
+    /// An AL update that would make the slot table invalid (a caller bug).
+    #[error("activity-log update refused: {reason}")]
+    AlInvalidChange { reason: String },
+    /// The bitmap area holds an image the bitmap refuses.
+    #[error(
+        "{area}: {source}; recreate the metadata (create-md --force) and resync from the peer"
+    )]
+    BitmapArea {
+        area: Area,
+        source: hadisk_bitmap::BitmapError,
     },
     /// The device failed an I/O.
     #[error("{area}: {action} failed: {source}")]

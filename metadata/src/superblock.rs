@@ -292,8 +292,18 @@ impl Superblock {
 /// requires every stored geometry field to match it.
 fn decode_layout(area: Area, block: &[u8]) -> Result<Layout, MetadataError> {
     let fixed = [
-        ("bitmap granularity", 40, u64::from(get_u32(block, 40)), BLOCK_BYTES),
-        ("AL slot size", 76, u64::from(get_u32(block, 76)), MD_BLOCK_BYTES),
+        (
+            "bitmap granularity",
+            40,
+            u64::from(get_u32(block, 40)),
+            BLOCK_BYTES,
+        ),
+        (
+            "AL slot size",
+            76,
+            u64::from(get_u32(block, 76)),
+            MD_BLOCK_BYTES,
+        ),
     ];
     for (field, _, found, expected) in fixed {
         if found != expected {
@@ -308,8 +318,16 @@ fn decode_layout(area: Area, block: &[u8]) -> Result<Layout, MetadataError> {
     let layout = Layout::compute(get_u64(block, 24), get_u32(block, 44))?;
     let stored = [
         ("usable size", get_u64(block, 32), layout.usable_size_bytes),
-        ("bitmap offset", get_u64(block, 48), layout.bitmap_offset_bytes),
-        ("bitmap length", get_u64(block, 56), layout.bitmap_area_bytes),
+        (
+            "bitmap offset",
+            get_u64(block, 48),
+            layout.bitmap_offset_bytes,
+        ),
+        (
+            "bitmap length",
+            get_u64(block, 56),
+            layout.bitmap_area_bytes,
+        ),
         ("AL offset", get_u64(block, 64), layout.al_offset_bytes),
         (
             "AL ring slots",
@@ -381,13 +399,25 @@ mod tests {
         let image = sb.encode();
         assert_eq!(&image[..8], b"HADISKSB");
         assert_eq!(&image[12..16], &[0x05, 0, 0, 0]);
-        assert_eq!(&image[88..96], &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+        assert_eq!(
+            &image[88..96],
+            &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
+        );
         assert_eq!(Superblock::decode(area_of(&sb, 1), &image).unwrap(), sb);
-        // Slot 1's image does not validate as slot 0: the position is part
-        // of the geometry.
+        // An image is valid in either slot, but only at that slot's
+        // position: a block read from elsewhere (a stale superblock of a
+        // disk that was resized) is refused.
+        assert_eq!(Superblock::decode(area_of(&sb, 0), &image).unwrap(), sb);
+        let misplaced = Area::Superblock {
+            slot: 0,
+            offset_bytes: sb.layout.superblock_slot_offset(1),
+        };
         assert!(matches!(
-            Superblock::decode(area_of(&sb, 0), &image),
-            Err(MetadataError::Geometry { field: "slot position", .. })
+            Superblock::decode(misplaced, &image),
+            Err(MetadataError::Geometry {
+                field: "slot position",
+                ..
+            })
         ));
     }
 
@@ -407,7 +437,10 @@ mod tests {
                     _ => matches!(err, MetadataError::Checksum { .. }),
                 };
                 assert!(expected_kind, "byte {offset} ^ {flip:#x}: {err}");
-                assert!(err.to_string().starts_with("superblock slot 1 (byte "), "{err}");
+                assert!(
+                    err.to_string().starts_with("superblock slot 1 (byte "),
+                    "{err}"
+                );
             }
         }
     }
@@ -422,7 +455,10 @@ mod tests {
             seal(&mut image);
             Superblock::decode(area, &image).unwrap_err().to_string()
         };
-        let prefix = format!("superblock slot 1 (byte {})", sb.layout.superblock_slot_offset(1));
+        let prefix = format!(
+            "superblock slot 1 (byte {})",
+            sb.layout.superblock_slot_offset(1)
+        );
         assert_eq!(
             reseal(&|b| b[200] = 1),
             format!("{prefix}: reserved byte 200 is 0x01, expected 0")
@@ -445,11 +481,15 @@ mod tests {
         );
         assert!(reseal(&|b| put_u64(b, 24, 100)).starts_with("disk of 100 bytes is too small"));
         assert_eq!(
-            Superblock::decode(area, &[0u8; 10]).unwrap_err().to_string(),
+            Superblock::decode(area, &[0u8; 10])
+                .unwrap_err()
+                .to_string(),
             format!("{prefix}: expected 4096 bytes, found 10")
         );
         assert_eq!(
-            Superblock::decode(area, &[0u8; 4096]).unwrap_err().to_string(),
+            Superblock::decode(area, &[0u8; 4096])
+                .unwrap_err()
+                .to_string(),
             format!("{prefix}: bad magic: expected \"HADISKSB\", found 00 00 00 00 00 00 00 00")
         );
     }
@@ -458,28 +498,69 @@ mod tests {
     fn uuid_rotations() {
         let mut uuids = Uuids::just_created();
         uuids.new_current(0xA).unwrap();
-        assert_eq!(uuids, Uuids { current: 0xA, bitmap: 4, history: [0, 0] });
+        assert_eq!(
+            uuids,
+            Uuids {
+                current: 0xA,
+                bitmap: 4,
+                history: [0, 0]
+            }
+        );
         // Bitmap already set: it keeps tracking the older generation.
         uuids.new_current(0xB).unwrap();
-        assert_eq!(uuids, Uuids { current: 0xB, bitmap: 4, history: [0, 0] });
+        assert_eq!(
+            uuids,
+            Uuids {
+                current: 0xB,
+                bitmap: 4,
+                history: [0, 0]
+            }
+        );
         uuids.rotate_bitmap_into_history();
-        assert_eq!(uuids, Uuids { current: 0xB, bitmap: 0, history: [4, 0] });
+        assert_eq!(
+            uuids,
+            Uuids {
+                current: 0xB,
+                bitmap: 0,
+                history: [4, 0]
+            }
+        );
         uuids.rotate_bitmap_into_history();
         assert_eq!(uuids.history, [4, 0], "empty bitmap rotates nothing");
         uuids.new_current(0xC).unwrap();
         uuids.rotate_bitmap_into_history();
-        assert_eq!(uuids, Uuids { current: 0xC, bitmap: 0, history: [0xB, 4] });
+        assert_eq!(
+            uuids,
+            Uuids {
+                current: 0xC,
+                bitmap: 0,
+                history: [0xB, 4]
+            }
+        );
         uuids.set_bitmap(0xD);
         uuids.set_bitmap(0xE);
-        assert_eq!(uuids, Uuids { current: 0xC, bitmap: 0xE, history: [0xD, 0xB] });
+        assert_eq!(
+            uuids,
+            Uuids {
+                current: 0xC,
+                bitmap: 0xE,
+                history: [0xD, 0xB]
+            }
+        );
         assert!(matches!(uuids.new_current(0), Err(MetadataError::ZeroUuid)));
-        assert_eq!(uuids.to_string(), "000000000000000C:000000000000000E:000000000000000D:000000000000000B");
+        assert_eq!(
+            uuids.to_string(),
+            "000000000000000C:000000000000000E:000000000000000D:000000000000000B"
+        );
     }
 
     #[test]
     fn flag_names() {
         let flags = Flags::CONSISTENT | Flags::CRASHED_PRIMARY | Flags::CLEAN_SHUTDOWN;
-        assert_eq!(flags.to_string(), "consistent,crashed-primary,clean-shutdown");
+        assert_eq!(
+            flags.to_string(),
+            "consistent,crashed-primary,clean-shutdown"
+        );
         assert_eq!(Flags::default().to_string(), "none");
         assert_eq!(Flags::from_bits(1 << 7), None);
     }

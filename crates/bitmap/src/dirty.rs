@@ -383,6 +383,25 @@ impl DirtyBitmap {
         out
     }
 
+    /// The pages whose contents differ between `self` and `other`, in
+    /// order (for writing only what changed against a copy of the disk).
+    pub fn differing_pages(&self, other: &DirtyBitmap) -> Result<Vec<u64>, BitmapError> {
+        if other.blocks != self.blocks {
+            return Err(BitmapError::SizeMismatch {
+                blocks: self.blocks,
+                other_blocks: other.blocks,
+            });
+        }
+        Ok(self
+            .words
+            .chunks(WORDS_PER_PAGE)
+            .zip(other.words.chunks(WORDS_PER_PAGE))
+            .enumerate()
+            .filter(|(_, (mine, theirs))| mine != theirs)
+            .map(|(page, _)| page as u64)
+            .collect())
+    }
+
     /// Marks every page changed (e.g. before writing the whole bitmap).
     pub fn mark_all_pages_changed(&mut self) {
         self.changed_pages.fill(true);
