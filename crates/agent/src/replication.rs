@@ -1,0 +1,159 @@
+//! What the agent needs to know about a replicated resource, as
+//! `hadisk status --json` reports it (DESIGN.md §1.3), and the three
+//! questions the failover rules ask of it.
+//!
+//! The state names are DRBD's, parsed from the JSON's strings with
+//! [`std::str::FromStr`]. The agent keeps its own small enums rather than
+//! the core crate's: the JSON strings are the contract between the daemon
+//! and the agent, and the agent must not break when the core's internals
+//! change.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Generates a DRBD state enum with `Display` and `FromStr` over its names.
+macro_rules! drbd_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $($name::$v => stringify!($v)),+ })
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+            fn from_str(s: &str) -> Result<Self, UnknownState> {
+                match s {
+                    $(stringify!($v) => Ok($name::$v),)+
+                    _ => Err(UnknownState {
+                        kind: stringify!($name),
+                        value: s.to_owned(),
+                        expected: [$(stringify!($v)),+].join(", "),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// A state name the agent does not know (a newer daemon, or a bug).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} '{value}' in hadisk status (expected one of: {expected})")]
+pub struct UnknownState {
+    /// Which field.
+    pub kind: &'static str,
+    /// What it said.
+    pub value: String,
+    /// The names known.
+    pub expected: String,
+}
+
+drbd_enum! {
+    /// A node's role (`Unknown` for a peer that is not connected).
+    Role { Primary, Secondary, Unknown }
+}
+
+drbd_enum! {
+    /// A disk's state (`DUnknown`: a peer's disk that is not known).
+    DiskState { Diskless, Attaching, Inconsistent, Outdated, Consistent, UpToDate, Failed, DUnknown }
+}
+
+drbd_enum! {
+    /// The replication link's connection state.
+    Connection { StandAlone, Connecting, Connected }
+}
+
+drbd_enum! {
+    /// The replication state of a connected pair.
+    Replication { Off, Established, SyncSource, SyncTarget, PausedSyncS, PausedSyncT, VerifyS, VerifyT }
+}
+
+/// One resource's state from this node's daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaView {
+    /// This node's role.
+    pub role: Role,
+    /// This node's disk.
+    pub disk: DiskState,
+    /// The replication link.
+    pub peer_connection: Connection,
+    /// The peer's role as the link shows it.
+    pub peer_role: Role,
+    /// The peer's disk as the daemon knows it (it may say `Outdated` from
+    /// the metadata's peer-outdated flag while disconnected).
+    pub peer_disk: DiskState,
+    /// Resync or verify in progress, or not.
+    pub replication: Replication,
+}
+
+impl ReplicaView {
+    /// Whether this node's data may be served: UpToDate, or Consistent
+    /// with the peer known to be Outdated (DESIGN.md §6).
+    pub fn disk_ready(&self) -> bool {
+        match self.disk {
+            DiskState::UpToDate => true,
+            DiskState::Consistent => self.peer_disk == DiskState::Outdated,
+            _ => false,
+        }
+    }
+
+    /// Whether the replication link shows a live Primary on the other side:
+    /// then the peer is alive whatever the heartbeats say, and promoting
+    /// here must not even be tried.
+    pub fn peer_is_live_primary(&self) -> bool {
+        self.peer_connection == Connection::Connected && self.peer_role == Role::Primary
+    }
+
+    /// Whether the peer could serve the data: connected with an UpToDate
+    /// disk and no resync running. A voluntary hand-over (standby, takeover,
+    /// failback) waits for this; a peer not connected is unknown, not ready.
+    pub fn peer_ready(&self) -> bool {
+        self.peer_connection == Connection::Connected
+            && self.peer_disk == DiskState::UpToDate
+            && matches!(
+                self.replication,
+                Replication::Established | Replication::VerifyS | Replication::VerifyT
+            )
+    }
+
+    /// Whether the peer is known, through the link, to be unable to serve
+    /// (connected, disk not UpToDate); a disconnected peer is not judged.
+    pub fn peer_known_unready(&self) -> bool {
+        self.peer_connection == Connection::Connected && !self.peer_ready()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_is_an_error() {
+        for d in [
+            "Diskless",
+            "Attaching",
+            "Inconsistent",
+            "Outdated",
+            "Consistent",
+            "UpToDate",
+            "Failed",
+            "DUnknown",
+        ] {
+            assert_eq!(d.parse::<DiskState>().unwrap().to_string(), d);
+        }
+        assert_eq!(
+            "PausedSyncT".parse::<Replication>(),
+            Ok(Replication::PausedSyncT)
+        );
+        assert_eq!(
+            "uptodate".parse::<DiskState>().unwrap_err().to_string(),
+            "unknown DiskState 'uptodate' in hadisk status (expected one of: Diskless, Attaching, Inconsistent, Outdated, Consistent, UpToDate, Failed, DUnknown)"
+        );
+        assert_eq!("Connected".parse::<Connection>(), Ok(Connection::Connected));
+        assert_eq!("Unknown".parse::<Role>(), Ok(Role::Unknown));
+    }
+}
