@@ -100,4 +100,12 @@ pub enum Command {
     },
     /// One line per resource as `drbd-overview` shows it.
     Overview,
+    /// The failover agent (Heartbeat-compatible `ha.cf`, `authkeys`, `haresources`).
+    Agent {
+        /// Directory holding `ha.cf`, `authkeys` and `haresources`.
+        #[arg(long, default_value = "/etc/hadisk/ha.d")]
+        ha_dir: PathBuf,
+    },
+    /// A complete two-node pair on this machine, in a temporary directory.
+    Demo,
 }

@@ -32,6 +32,12 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", status::render_overview(&report));
             Ok(())
         }
+        Command::Agent { .. } => {
+            anyhow::bail!("`hadisk agent` is not in this build of hadisk yet (it needs the peer link); nothing was started")
+        }
+        Command::Demo => {
+            anyhow::bail!("`hadisk demo` is not in this build of hadisk yet (it needs the peer link); nothing was started")
+        }
         other => {
             let request = to_request(&g, other)?;
             let response = control::call(&g.run_dir, &request)?;
@@ -94,7 +100,9 @@ fn to_request(g: &GlobalOpts, command: Command) -> Result<Request> {
         | Command::DumpMd { .. }
         | Command::Daemon
         | Command::Status { .. }
-        | Command::Overview => {
+        | Command::Overview
+        | Command::Agent { .. }
+        | Command::Demo => {
             anyhow::bail!("internal: {command:?} is not a daemon request")
         }
     })

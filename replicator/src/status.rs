@@ -28,6 +28,13 @@ pub struct ResourceStatus {
     pub nbd_clients: usize,
     /// Where the export is served: the Unix socket path.
     pub nbd_socket: Option<String>,
+    /// The TCP address of the export (`nbd-listen`), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd_tcp: Option<String>,
+    /// This node crashed while Primary (found at attach); its activity-log
+    /// extents are resynced with the peer.
+    #[serde(default)]
+    pub crashed_primary: bool,
     pub peer: PeerStatus,
 }
 
@@ -170,6 +177,8 @@ mod tests {
                 size_bytes: 1 << 30,
                 nbd_clients: 1,
                 nbd_socket: None,
+                nbd_tcp: None,
+                crashed_primary: false,
                 peer: PeerStatus {
                     name: "nas2".into(),
                     connection: connection.into(),

@@ -122,8 +122,13 @@ impl Node {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
     /// Starts `hadisk daemon` for this node; stopped when the guard drops.
+    /// Its log is appended to `daemon.log` (every start of the test).
     pub fn daemon(&self) -> DaemonGuard {
-        let log = std::fs::File::create(self.path("daemon.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("daemon.log"))
+            .unwrap();
         let child = self
             .cmd(&["daemon"])
             .env("RUST_LOG", "info")
@@ -132,23 +137,258 @@ impl Node {
             .stderr(log)
             .spawn()
             .unwrap();
+        let mut guard = DaemonGuard {
+            child: Some(child),
+            log: self.path("daemon.log"),
+        };
         let sock = self.run_dir().join("hadisk.sock");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !sock.exists() {
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Some(Ok(Some(st))) = guard.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "the daemon exited ({st}) before answering:\n{}",
+                    guard.log_text()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
-                "daemon did not create {}",
+                "daemon did not answer on {}",
                 sock.display()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        DaemonGuard {
-            child: Some(child),
-            log: self.path("daemon.log"),
-        }
+        guard
     }
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+    /// The one resource of `status --json` called `res`.
+    pub fn resource_status(&self, res: &str) -> serde_json::Value {
+        let all = self.status_json();
+        all["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == res)
+            .unwrap_or_else(|| panic!("{res} not in status: {all}"))
+            .clone()
+    }
+    /// Writes fresh metadata on `disk` through the metadata library, with
+    /// the resource file's al-extents.
+    pub fn create_md(&self, res: &str, disk: &Path) {
+        let cfg = hadisk_config::load(&self.config()).unwrap();
+        let al_extents = cfg.resource(res).unwrap().disk.al_extents;
+        let dev = hadisk_storage::FileDevice::open(disk, false).unwrap();
+        hadisk_metadata::Metadata::create(std::sync::Arc::new(dev), al_extents, 0).unwrap();
+    }
+    /// The superblock flags on `disk`, as names (`clean-shutdown`, ...).
+    pub fn md_flags(&self, disk: &Path) -> Vec<&'static str> {
+        let dev = hadisk_storage::FileDevice::open(disk, true).unwrap();
+        let md = hadisk_metadata::Metadata::open(std::sync::Arc::new(dev)).unwrap();
+        md.superblock().flags.names()
+    }
+    /// The generation UUIDs on `disk`.
+    pub fn md_uuids(&self, disk: &Path) -> hadisk_metadata::Uuids {
+        let dev = hadisk_storage::FileDevice::open(disk, true).unwrap();
+        hadisk_metadata::Metadata::open(std::sync::Arc::new(dev))
+            .unwrap()
+            .superblock()
+            .uuids
+    }
+    /// A resource `res` on a sparse disk of `disk_bytes` with metadata:
+    /// returns the disk path. `extra` goes into the resource section.
+    pub fn setup(&self, res: &str, disk_bytes: u64, extra: &str) -> PathBuf {
+        let disk = self.image(&format!("{res}.img"), disk_bytes);
+        self.write_res(res, &disk, free_port(), free_port(), extra);
+        self.create_md(res, &disk);
+        disk
+    }
+    /// `up RES` then `primary --force RES`: a standalone Primary.
+    pub fn make_primary(&self, res: &str) {
+        self.ok(&["up", res]);
+        self.ok(&["primary", "--force", res]);
+    }
+    /// The libnbd/qemu URI of the export over the Unix socket.
+    pub fn uri(&self, res: &str) -> String {
+        format!("nbd+unix:///{res}?socket={}", self.socket(res).display())
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; fails the test after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs an external command; returns (success, stdout, stderr).
+pub fn run_cmd(cmd: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Debian's python with libnbd (`python3-libnbd` is importable only by
+/// `/usr/bin/python3`; the first `python3` on PATH may be another build).
+pub const LIBNBD_PYTHON: &str = "/usr/bin/python3";
+
+/// A real libnbd client that connects to `uri`, prints `connected`, and
+/// holds the connection until its stdin closes or it is killed.
+pub fn hold_connection(uri: &str) -> ChildGuard {
+    let script = "import nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint('connected', flush=True)\nsys.stdin.read()\n";
+    let mut cmd = Command::new(LIBNBD_PYTHON);
+    cmd.args(["-c", script, uri])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = ChildGuard::spawn(&mut cmd, "libnbd client");
+    let stdout = guard.child.as_mut().and_then(|c| c.stdout.take()).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(
+        line, "connected\n",
+        "the libnbd client did not connect to {uri}"
+    );
+    guard
+}
+
+/// A child process (a client holding a connection, nbdfuse) killed by PID
+/// when dropped.
+pub struct ChildGuard {
+    child: Option<Child>,
+    name: String,
+}
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command, name: &str) -> ChildGuard {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
+        ChildGuard {
+            child: Some(child),
+            name: name.to_string(),
+        }
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+    /// SIGTERM and wait (SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            wait_or_kill(&mut child, Duration::from_secs(10));
+        }
+    }
+    /// Waits for the process to exit by itself; returns (success, stderr)
+    /// when stderr was piped.
+    pub fn wait(&mut self) -> Output {
+        let child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} already stopped", self.name));
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The NBD export as a block device: `nbdfuse DIR --unix SOCK`, then
+/// `losetup` on `DIR/nbd`. Dropping it tears down in reverse (umount of
+/// anything mounted from the loop device is the caller's [`MountGuard`],
+/// which must be dropped first), `losetup -d`, `umount DIR`, nbdfuse stopped
+/// by PID.
+pub struct FuseLoop {
+    pub dir: PathBuf,
+    pub loop_dev: Option<String>,
+    fuse: Option<ChildGuard>,
+}
+
+impl FuseLoop {
+    pub fn new(dir: PathBuf, socket: &Path) -> FuseLoop {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new("setsid");
+        cmd.arg("nbdfuse")
+            .arg(&dir)
+            .arg("--unix")
+            .arg(socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let fuse = ChildGuard::spawn(&mut cmd, "nbdfuse");
+        let mut me = FuseLoop {
+            dir: dir.clone(),
+            loop_dev: None,
+            fuse: Some(fuse),
+        };
+        let file = dir.join("nbd");
+        wait_until("nbdfuse to show DIR/nbd", 20, || file.exists());
+        let dev = sh("losetup", &["-f", "--show", file.to_str().unwrap()]);
+        me.loop_dev = Some(dev.trim().to_string());
+        me
+    }
+    pub fn dev(&self) -> &str {
+        self.loop_dev.as_deref().unwrap()
+    }
+    /// Tears down now (same steps as drop).
+    pub fn teardown(&mut self) {
+        if let Some(dev) = self.loop_dev.take() {
+            let _ = Command::new("losetup").args(["-d", &dev]).status();
+        }
+        if self.fuse.is_some() {
+            let _ = Command::new("umount")
+                .arg(&self.dir)
+                .stderr(Stdio::null())
+                .status();
+            if let Some(mut f) = self.fuse.take() {
+                f.stop();
+            }
+        }
+    }
+}
+
+impl Drop for FuseLoop {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// A mounted filesystem, unmounted when dropped.
+pub struct MountGuard {
+    pub dir: PathBuf,
+    mounted: bool,
+}
+
+impl MountGuard {
+    pub fn mount(dev: &str, dir: PathBuf) -> MountGuard {
+        std::fs::create_dir_all(&dir).unwrap();
+        sh("mount", &[dev, dir.to_str().unwrap()]);
+        MountGuard { dir, mounted: true }
+    }
+    pub fn umount(&mut self) {
+        if self.mounted {
+            sh("umount", &[self.dir.to_str().unwrap()]);
+            self.mounted = false;
+        }
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.dir).status();
+        }
     }
 }
 
@@ -196,6 +436,13 @@ fn wait_or_kill(child: &mut Child, grace: Duration) -> std::process::ExitStatus 
 
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- daemon log {} ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

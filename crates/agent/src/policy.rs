@@ -397,22 +397,7 @@ fn decide_running(
     };
     let f = facts(s, &heard, i, g);
     if owner(&f) != Some(Owner::Peer) {
-        // Say so when only the peer's disk (a resync running) keeps the
-        // group here.
-        let once_ready = OwnerFacts {
-            peer_eligible: !bit(heard.failed, i),
-            ..f
-        };
-        return match g.disk {
-            DiskGate::Status(r) if owner(&once_ready) == Some(Owner::Peer) => decision(
-                Action::Nothing,
-                Reason::HandoverWaits {
-                    peer_disk: r.peer_disk,
-                    replication: r.replication,
-                },
-            ),
-            _ => decision(Action::Nothing, Reason::Holding),
-        };
+        return decision(Action::Nothing, Reason::Holding);
     }
     if f.peer_holds {
         return decision(Action::Stop, Reason::Handover(Handover::BothHold));

@@ -6,7 +6,10 @@
 //! exit 0 — so that the next start does not mistake a clean stop for a crash.
 
 mod control_server;
+mod export;
 mod resource;
+mod state;
+mod usable;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hadisk_nbd_server::IoMode;
 use tokio::sync::{watch, Mutex};
 use tracing::{error, info};
 
@@ -27,27 +31,36 @@ use resource::Resource;
 #[derive(Debug)]
 pub struct Daemon {
     run_dir: PathBuf,
+    io_mode: IoMode,
     resources: Mutex<BTreeMap<String, Resource>>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM/SIGINT.
 pub fn run(g: &GlobalOpts) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&g.run_dir)
-        .with_context(|| format!("creating the run directory {}", g.run_dir.display()))?;
-    let _ = std::fs::set_permissions(&g.run_dir, std::fs::Permissions::from_mode(0o755));
+    let io_mode = export::io_mode_from_env().map_err(|e| anyhow::anyhow!(e))?;
+    if !g.run_dir.exists() {
+        // Only a directory we create gets our mode: a run dir the operator
+        // chose (even /tmp) keeps its own.
+        std::fs::create_dir_all(&g.run_dir)
+            .with_context(|| format!("creating the run directory {}", g.run_dir.display()))?;
+        std::fs::set_permissions(&g.run_dir, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting mode 0755 on {}", g.run_dir.display()))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hadisk")
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run_async(g.run_dir.clone()))
+    runtime.block_on(run_async(g.run_dir.clone(), io_mode))
 }
 
-async fn run_async(run_dir: PathBuf) -> anyhow::Result<()> {
+async fn run_async(run_dir: PathBuf, io_mode: IoMode) -> anyhow::Result<()> {
     let socket = run_dir.join(CONTROL_SOCKET);
+    let _lock = control_server::lock_run_dir(&run_dir, &socket)?;
     let listener = control_server::bind(&socket)?;
     let daemon = Arc::new(Daemon {
         run_dir,
+        io_mode,
         resources: Mutex::new(BTreeMap::new()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -130,9 +143,9 @@ impl Daemon {
         if resources.contains_key(name) {
             return Response::ok(format!("{name}: already up"));
         }
-        match Resource::up(name, &config, &node, &self.run_dir).await {
+        match Resource::up(name, &config, &node, &self.run_dir, self.io_mode).await {
             Ok(r) => {
-                let msg = format!("{name}: up as Secondary, disk {}", r.disk_state());
+                let msg = r.up_message();
                 resources.insert(name.to_string(), r);
                 Response::ok(msg)
             }

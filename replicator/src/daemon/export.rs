@@ -1,0 +1,235 @@
+//! What a resource's NBD listeners serve: an [`ExportGate`] (the registry
+//! the server consults at every handshake) and [`PrimaryVolume`] (the
+//! Primary's data path).
+//!
+//! Invariants:
+//! - the listeners exist from `up` to `down`, whatever the role: a client
+//!   that reaches a Secondary gets a handshake error naming the reason
+//!   ("resource data is Secondary on node beta"), never a hang or a bare
+//!   close;
+//! - the gate serves a volume only while the resource is Primary; the
+//!   daemon closes the gate *before* counting clients when it demotes, so a
+//!   client that opens the export concurrently is either counted or refused
+//!   (the server counts a client before it calls [`ExportRegistry::open`]);
+//! - every request reaching the disk lies inside the usable size
+//!   ([`super::usable::UsableArea`]): the metadata is out of reach.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use hadisk_nbd_server::{
+    ExportInfo, ExportRegistry, IoMode, LocalVolume, Volume, VolumeError, VolumeFuture,
+};
+
+use super::usable::UsableArea;
+
+/// Environment variable choosing where the Primary's disk I/O runs:
+/// `blocking` (default: tokio's blocking pool, a slow disk never stalls the
+/// daemon) or `inline` (in the connection task: fastest when the data is in
+/// the page cache). See `hadisk_nbd_server::IoMode`.
+pub const IO_MODE_ENV: &str = "HADISK_IO_MODE";
+
+/// The I/O mode named by [`IO_MODE_ENV`], or why its value is not one.
+pub fn io_mode_from_env() -> Result<IoMode, String> {
+    match std::env::var(IO_MODE_ENV) {
+        Err(_) => Ok(IoMode::Blocking),
+        Ok(v) if v == "blocking" => Ok(IoMode::Blocking),
+        Ok(v) if v == "inline" => Ok(IoMode::Inline),
+        Ok(v) => Err(format!(
+            "{IO_MODE_ENV}={v:?} is not valid: use `blocking` or `inline`"
+        )),
+    }
+}
+
+enum Gate {
+    Serving(Arc<dyn Volume>),
+    Refusing(String),
+}
+
+/// One resource's export: its name, and either the volume or the reason
+/// clients are refused.
+pub struct ExportGate {
+    resource: String,
+    node: String,
+    gate: Mutex<Gate>,
+}
+
+impl std::fmt::Debug for ExportGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let serving = matches!(*self.lock(), Gate::Serving(_));
+        f.debug_struct("ExportGate")
+            .field("resource", &self.resource)
+            .field("serving", &serving)
+            .finish()
+    }
+}
+
+impl ExportGate {
+    /// A gate that refuses with `reason` until [`Self::serve`] is called.
+    pub fn refusing(resource: &str, node: &str, reason: String) -> ExportGate {
+        ExportGate {
+            resource: resource.to_owned(),
+            node: node.to_owned(),
+            gate: Mutex::new(Gate::Refusing(reason)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Gate> {
+        // Each critical section is one assignment or one clone: a panic
+        // cannot leave the gate half-changed, so poisoning is ignored.
+        self.gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Serves `volume` to the next clients.
+    pub fn serve(&self, volume: Arc<dyn Volume>) {
+        *self.lock() = Gate::Serving(volume);
+    }
+
+    /// Refuses the next clients with `reason`; returns the volume that was
+    /// served, if any (to reopen the gate when a demotion is refused).
+    pub fn refuse(&self, reason: String) -> Option<Arc<dyn Volume>> {
+        match std::mem::replace(&mut *self.lock(), Gate::Refusing(reason)) {
+            Gate::Serving(volume) => Some(volume),
+            Gate::Refusing(_) => None,
+        }
+    }
+}
+
+impl ExportRegistry for ExportGate {
+    fn list(&self) -> Vec<ExportInfo> {
+        let role = match *self.lock() {
+            Gate::Serving(_) => "Primary",
+            Gate::Refusing(_) => "not served",
+        };
+        vec![ExportInfo {
+            name: self.resource.clone(),
+            description: format!(
+                "hadisk resource {} on node {} ({role})",
+                self.resource, self.node
+            ),
+        }]
+    }
+
+    fn open(&self, name: &str) -> Result<Arc<dyn Volume>, String> {
+        if !name.is_empty() && name != self.resource {
+            return Err(format!(
+                "no export named {name:?} on this socket: it serves resource {} (export name {:?})",
+                self.resource, self.resource
+            ));
+        }
+        match &*self.lock() {
+            Gate::Serving(volume) => Ok(Arc::clone(volume)),
+            Gate::Refusing(reason) => Err(reason.clone()),
+        }
+    }
+}
+
+/// The Primary's data path. Today every operation goes to the local disk's
+/// usable area; this is the one place where the peer link will fan writes,
+/// trims, zeroing and flushes out to the Secondary (protocol C: complete
+/// when both disks have them) and mark the dirty bitmap when it cannot.
+#[derive(Debug)]
+pub struct PrimaryVolume {
+    local: LocalVolume<UsableArea>,
+}
+
+impl PrimaryVolume {
+    pub fn new(area: UsableArea, mode: IoMode) -> Result<PrimaryVolume, VolumeError> {
+        use hadisk_storage::BlockDevice;
+        let size_bytes = area.size_bytes();
+        Ok(PrimaryVolume {
+            local: LocalVolume::new(Arc::new(area), size_bytes, false, mode)?,
+        })
+    }
+}
+
+impl Volume for PrimaryVolume {
+    fn size_bytes(&self) -> u64 {
+        self.local.size_bytes()
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+    fn can_multi_conn(&self) -> bool {
+        // One disk behind every connection: fdatasync covers all writes.
+        self.local.can_multi_conn()
+    }
+    fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes> {
+        self.local.read(offset_bytes, length_bytes)
+    }
+    fn write(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
+        self.local.write(offset_bytes, data, fua)
+    }
+    fn flush(&self) -> VolumeFuture<()> {
+        self.local.flush()
+    }
+    fn trim(&self, offset_bytes: u64, length_bytes: u32, fua: bool) -> VolumeFuture<()> {
+        self.local.trim(offset_bytes, length_bytes, fua)
+    }
+    fn write_zeroes(
+        &self,
+        offset_bytes: u64,
+        length_bytes: u32,
+        no_hole: bool,
+        fua: bool,
+    ) -> VolumeFuture<()> {
+        self.local
+            .write_zeroes(offset_bytes, length_bytes, no_hole, fua)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hadisk_storage::{BlockDevice, MemDevice};
+
+    fn volume() -> Arc<dyn Volume> {
+        let disk: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(1 << 20));
+        let area = UsableArea::new(disk, 512 << 10).unwrap();
+        Arc::new(PrimaryVolume::new(area, IoMode::Inline).unwrap())
+    }
+
+    #[test]
+    fn gate_refuses_with_the_reason_then_serves() {
+        let gate = ExportGate::refusing(
+            "data",
+            "beta",
+            "resource data is Secondary on node beta".into(),
+        );
+        assert_eq!(
+            gate.open("data").err().as_deref(),
+            Some("resource data is Secondary on node beta")
+        );
+        assert_eq!(
+            gate.open("").err().as_deref(),
+            Some("resource data is Secondary on node beta")
+        );
+        gate.serve(volume());
+        assert_eq!(
+            gate.open("data").map(|v| v.size_bytes()).ok(),
+            Some(512 << 10)
+        );
+        assert_eq!(gate.open("").map(|v| v.size_bytes()).ok(), Some(512 << 10));
+        assert_eq!(
+            gate.open("other").err().as_deref(),
+            Some("no export named \"other\" on this socket: it serves resource data (export name \"data\")")
+        );
+        assert!(gate.refuse("stopping".into()).is_some());
+        assert!(gate.refuse("stopping".into()).is_none());
+        assert_eq!(gate.open("data").err().as_deref(), Some("stopping"));
+    }
+
+    #[test]
+    fn listing_shows_the_one_export() {
+        let gate = ExportGate::refusing("data", "beta", String::new());
+        let list = gate.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].name, "data");
+        assert_eq!(
+            list[0].description,
+            "hadisk resource data on node beta (not served)"
+        );
+    }
+}

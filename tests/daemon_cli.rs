@@ -1,0 +1,360 @@
+//! The daemon's control surface with a real `hadisk daemon` process:
+//! commands without a daemon, the control socket (stale vs live), the
+//! promotion rules, status, refusals seen by real NBD clients, and what
+//! SIGTERM and kill -9 leave in the metadata.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+
+const RES: &str = "data";
+
+#[test]
+fn commands_without_a_daemon_fail_with_one_line_saying_how_to_start_it() {
+    let node = Node::new("alpha");
+    node.write_res(RES, &node.path("disk.img"), free_port(), free_port(), "");
+    let expected = format!(
+        "hadisk: the hadisk daemon is not running (no control socket at {}); start it with \
+         `hadisk daemon` (systemd: `systemctl start hadisk`)\n",
+        node.run_dir().join("hadisk.sock").display()
+    );
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["overview"],
+        &["up", RES],
+        &["down", RES],
+        &["primary", RES],
+        &["primary", "--force", RES],
+        &["secondary", RES],
+        &["connect", RES],
+    ] {
+        assert_eq!(node.fails(args), expected, "hadisk {args:?}");
+    }
+    // A socket file left by a killed daemon is "not running" too.
+    let _stale =
+        std::os::unix::net::UnixListener::bind(node.run_dir().join("hadisk.sock")).unwrap();
+    drop(_stale);
+    assert_eq!(node.fails(&["status"]), expected);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let node = Node::new("alpha");
+    for args in [&["primary"][..], &["status", "--bogus"], &["frobnicate"]] {
+        let out = node.run(args);
+        assert_eq!(out.status.code(), Some(2), "hadisk {args:?}");
+    }
+}
+
+#[test]
+fn a_live_daemon_keeps_its_socket_and_a_stale_one_is_replaced() {
+    let node = Node::new("alpha");
+    node.write_res(RES, &node.path("disk.img"), free_port(), free_port(), "");
+    let mut first = node.daemon();
+    let sock = node.run_dir().join("hadisk.sock");
+    let mode = std::fs::metadata(&sock)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let second = node.cmd(&["daemon"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!(
+            "another hadisk daemon is already running (its control socket {} answers); stop it first",
+            sock.display()
+        )),
+        "{err}"
+    );
+    node.ok(&["status"]);
+
+    first.crash();
+    assert!(sock.exists(), "kill -9 leaves the socket file behind");
+    let _third = node.daemon();
+    node.ok(&["status"]);
+}
+
+#[test]
+fn commands_not_built_yet_refuse_with_a_reason() {
+    let node = Node::new("alpha");
+    node.setup(RES, 64 * MIB, "");
+    let _d = node.daemon();
+    node.ok(&["up", RES]);
+    for cmd in ["connect", "disconnect", "invalidate", "verify"] {
+        assert_eq!(
+            node.fails(&[cmd, RES]),
+            "hadisk: data: this command needs the peer link, which this build of hadisk does not have yet\n",
+            "{cmd}"
+        );
+    }
+    assert_eq!(
+        node.fails(&["agent"]),
+        "hadisk: `hadisk agent` is not in this build of hadisk yet (it needs the peer link); nothing was started\n"
+    );
+    assert_eq!(
+        node.fails(&["demo"]),
+        "hadisk: `hadisk demo` is not in this build of hadisk yet (it needs the peer link); nothing was started\n"
+    );
+}
+
+#[test]
+fn up_reports_what_is_wrong() {
+    let node = Node::new("alpha");
+    let disk = node.image("data.img", 64 * MIB);
+    node.write_res(RES, &disk, free_port(), free_port(), "");
+    let _d = node.daemon();
+    let err = node.fails(&["up", "nosuch"]);
+    assert!(err.contains("nosuch") && err.contains("data"), "{err}");
+    let err = node.fails(&["up", RES]);
+    assert_eq!(
+        err,
+        format!(
+            "hadisk: data: metadata on {}: no hadisk metadata on this disk of {} bytes (run create-md first)\n",
+            disk.display(),
+            64 * MIB
+        )
+    );
+    assert_eq!(
+        node.fails(&["primary", RES]),
+        "hadisk: data: resource is not up (no resource is); run `hadisk up data`\n"
+    );
+    assert!(
+        !node.socket(RES).exists(),
+        "a failed up leaves no NBD socket"
+    );
+}
+
+#[test]
+fn promotion_rules_status_and_generation_uuids() {
+    let node = Node::new("alpha");
+    let disk = node.setup(RES, 64 * MIB, "");
+    let usable = {
+        let dev = hadisk_storage::FileDevice::open(&disk, true).unwrap();
+        hadisk_metadata::Metadata::open(std::sync::Arc::new(dev))
+            .unwrap()
+            .layout()
+            .usable_size_bytes
+    };
+    let _d = node.daemon();
+    assert_eq!(
+        node.ok(&["up", RES]),
+        "data: up as Secondary, disk Inconsistent\n"
+    );
+    let st = node.resource_status(RES);
+    assert_eq!(st["role"], "Secondary");
+    assert_eq!(st["disk"], "Inconsistent");
+    assert_eq!(st["size_bytes"], usable);
+    assert_eq!(st["nbd_clients"], 0);
+    assert_eq!(st["peer"]["name"], "peer-of-alpha");
+    assert_eq!(st["peer"]["connection"], "StandAlone");
+    assert_eq!(st["peer"]["role"], "Unknown");
+    assert_eq!(st["peer"]["disk"], "DUnknown");
+    assert_eq!(st["peer"]["replication"], "Off");
+    assert_eq!(st["peer"]["out_of_sync_bytes"], 0);
+    assert!(st["peer"]["resync"].is_null());
+    let mode = std::fs::metadata(node.socket(RES))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap();
+    assert_eq!(mode & 0o777, 0o600, "the NBD socket is mode 0600");
+
+    assert_eq!(
+        node.fails(&["primary", RES]),
+        "hadisk: data: refusing to become Primary: the local disk is Inconsistent and no peer is \
+         connected to say which copy is good; if this node's data is the copy to keep, run \
+         `hadisk primary --force data`\n"
+    );
+    let before = node.md_uuids(&disk);
+    assert_eq!(before.current, hadisk_metadata::UUID_JUST_CREATED);
+    node.ok(&["primary", "--force", RES]);
+    let after = node.md_uuids(&disk);
+    assert_ne!(after.current, before.current);
+    assert!(after.current > hadisk_metadata::UUID_JUST_CREATED);
+    assert_eq!(
+        after.bitmap, before.current,
+        "the old generation moves into bitmap"
+    );
+    let flags = node.md_flags(&disk);
+    assert!(
+        flags.contains(&"primary")
+            && flags.contains(&"consistent")
+            && flags.contains(&"was-up-to-date"),
+        "{flags:?}"
+    );
+    assert!(!flags.contains(&"clean-shutdown"), "{flags:?}");
+
+    let st = node.resource_status(RES);
+    assert_eq!(
+        (st["role"].as_str(), st["disk"].as_str()),
+        (Some("Primary"), Some("UpToDate"))
+    );
+    assert_eq!(
+        node.ok(&["status", RES]),
+        "data role:Primary\n  disk:UpToDate\n  peer-of-alpha connection:StandAlone\n\n"
+    );
+    assert_eq!(
+        node.ok(&["overview"]),
+        "  0:data/0  StandAlone Primary/Unknown UpToDate/DUnknown\n"
+    );
+    assert_eq!(node.ok(&["primary", RES]), "data: already Primary\n");
+
+    node.ok(&["secondary", RES]);
+    assert!(!node.md_flags(&disk).contains(&"primary"));
+    // An UpToDate disk with no peer may be promoted without --force (as
+    // after the Primary crashed), and that starts another generation.
+    node.ok(&["primary", RES]);
+    let third = node.md_uuids(&disk);
+    assert_ne!(third.current, after.current);
+    assert_eq!(
+        third.bitmap, before.current,
+        "bitmap keeps the oldest generation the peer may hold"
+    );
+
+    node.ok(&["secondary", RES]);
+    node.ok(&["down", RES]);
+    assert!(node.md_flags(&disk).contains(&"clean-shutdown"));
+    assert!(!node.socket(RES).exists(), "down removes the NBD socket");
+    assert_eq!(
+        node.ok(&["status", "--json"])
+            .replace(char::is_whitespace, ""),
+        "{\"resources\":[]}"
+    );
+}
+
+#[test]
+fn a_secondary_export_refuses_clients_with_the_reason() {
+    require("nbdinfo");
+    let node = Node::new("alpha");
+    node.setup(RES, 64 * MIB, "");
+    let _d = node.daemon();
+    node.ok(&["up", RES]);
+    let (ok, _, err) = run_cmd("nbdinfo", &[&node.uri(RES)]);
+    assert!(!ok);
+    assert!(
+        err.contains("resource data is Secondary on node alpha"),
+        "nbdinfo said: {err}"
+    );
+    // The daemon goes on: promote and the same client succeeds.
+    node.ok(&["primary", "--force", RES]);
+    let (ok, out, err) = run_cmd("nbdinfo", &["--size", &node.uri(RES)]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim().parse::<u64>().unwrap(),
+        node.resource_status(RES)["size_bytes"].as_u64().unwrap()
+    );
+    // Demoted again: refused again.
+    node.ok(&["secondary", RES]);
+    let (ok, _, err) = run_cmd("nbdinfo", &[&node.uri(RES)]);
+    assert!(
+        !ok && err.contains("resource data is Secondary on node alpha"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secondary_is_refused_while_clients_are_connected() {
+    let node = Node::new("alpha");
+    node.setup(RES, 64 * MIB, "");
+    let _d = node.daemon();
+    node.make_primary(RES);
+    let mut first = hold_connection(&node.uri(RES));
+    let mut second = hold_connection(&node.uri(RES));
+    wait_until("two NBD clients", 20, || {
+        node.resource_status(RES)["nbd_clients"] == 2
+    });
+    assert_eq!(
+        node.fails(&["secondary", RES]),
+        "hadisk: data: refusing to become Secondary: 2 NBD clients are connected to the export; \
+         disconnect them first (umount, `nbd-client -d`, stop qemu or nbdfuse)\n"
+    );
+    assert_eq!(node.resource_status(RES)["role"], "Primary");
+    first.stop();
+    wait_until("one NBD client", 20, || {
+        node.resource_status(RES)["nbd_clients"] == 1
+    });
+    assert!(node
+        .fails(&["secondary", RES])
+        .contains("1 NBD client is connected"));
+    assert!(node
+        .fails(&["down", RES])
+        .contains("1 NBD client is connected"));
+    // Still Primary and still serving: a new client works.
+    let (ok, _, err) = run_cmd("nbdinfo", &["--size", &node.uri(RES)]);
+    assert!(ok, "{err}");
+    second.stop();
+    wait_until("no NBD client", 20, || {
+        node.resource_status(RES)["nbd_clients"] == 0
+    });
+    node.ok(&["secondary", RES]);
+}
+
+#[test]
+fn sigterm_leaves_the_metadata_clean_and_kill_9_is_a_crashed_primary() {
+    require("qemu-io");
+    let node = Node::new("alpha");
+    let disk = node.setup(RES, 64 * MIB, "");
+    let mut d = node.daemon();
+    node.make_primary(RES);
+    sh(
+        "qemu-io",
+        &["-f", "raw", &node.uri(RES), "-c", "write -P 0x5a 0 1M"],
+    );
+    let status = d.stop();
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}; log:\n{}",
+        d.log_text()
+    );
+    let flags = node.md_flags(&disk);
+    assert!(
+        flags.contains(&"clean-shutdown") && !flags.contains(&"primary"),
+        "{flags:?}"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("SIGTERM received") && log.contains("hadisk daemon stopped cleanly"),
+        "{log}"
+    );
+    assert!(!node.socket(RES).exists() && !node.run_dir().join("hadisk.sock").exists());
+
+    // Restart: the disk is UpToDate; promotion without --force is allowed.
+    let mut d = node.daemon();
+    assert_eq!(
+        node.ok(&["up", RES]),
+        "data: up as Secondary, disk UpToDate\n"
+    );
+    node.ok(&["primary", RES]);
+    sh(
+        "qemu-io",
+        &["-f", "raw", &node.uri(RES), "-c", "read -P 0x5a 0 1M"],
+    );
+    d.crash();
+    let flags = node.md_flags(&disk);
+    assert!(
+        flags.contains(&"primary") && !flags.contains(&"clean-shutdown"),
+        "{flags:?}"
+    );
+
+    let _d = node.daemon();
+    assert_eq!(
+        node.ok(&["up", RES]),
+        "data: up as Secondary, disk UpToDate; this node crashed while Primary (found primary without \
+         clean-shutdown): its activity-log extents will be resynced with the peer\n"
+    );
+    assert_eq!(node.resource_status(RES)["crashed_primary"], true);
+    let flags = node.md_flags(&disk);
+    assert!(
+        flags.contains(&"crashed-primary") && !flags.contains(&"primary"),
+        "{flags:?}"
+    );
+    node.ok(&["primary", RES]);
+    sh(
+        "qemu-io",
+        &["-f", "raw", &node.uri(RES), "-c", "read -P 0x5a 0 1M"],
+    );
+}
