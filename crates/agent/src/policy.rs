@@ -66,26 +66,39 @@ impl GroupState {
     }
 }
 
-/// What the agent knows of a group's replicated disk.
+/// What the agent knows of one of a group's replicated resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskGate {
-    /// The group has no `hadisk::`/`drbddisk::` resource: no disk rule.
-    NoReplicatedDisk,
     /// The daemon did not answer: nothing is started on that basis.
     Unavailable,
-    /// The daemon's view of the group's resource.
+    /// The daemon's view of the resource.
     Status(ReplicaView),
 }
 
+impl DiskGate {
+    /// This node may serve the resource.
+    fn disk_ready(&self) -> bool {
+        matches!(self, DiskGate::Status(r) if r.disk_ready())
+    }
+
+    /// The peer is known not to be able to serve it (the daemon's silence
+    /// says nothing about the peer).
+    fn peer_known_unready(&self) -> bool {
+        matches!(self, DiskGate::Status(r) if r.peer_known_unready())
+    }
+}
+
 /// One group on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupView {
     /// This node is the group's preferred node.
     pub preferred_is_me: bool,
     /// Its state here.
     pub state: GroupState,
-    /// Its replicated disk.
-    pub disk: DiskGate,
+    /// One gate per `hadisk::`/`drbddisk::` resource of the group, in
+    /// order; empty when it has none (then no disk rule applies). Every
+    /// rule must hold for all of them.
+    pub disks: Vec<DiskGate>,
 }
 
 /// The content of the peer's last accepted heartbeat.
@@ -364,12 +377,9 @@ fn bit(mask: u16, i: usize) -> bool {
 
 /// The owner facts for group `i`, when the peer is alive.
 fn facts(s: &Snapshot<'_>, heard: &PeerHeard, i: usize, g: &GroupView) -> OwnerFacts {
-    let (me_disk_ok, peer_disk_ok) = match g.disk {
-        DiskGate::NoReplicatedDisk => (true, true),
-        // Without the daemon this node cannot serve; the peer is not judged.
-        DiskGate::Unavailable => (false, true),
-        DiskGate::Status(r) => (r.disk_ready(), !r.peer_known_unready()),
-    };
+    // Without the daemon this node cannot serve; the peer is not judged.
+    let me_disk_ok = g.disks.iter().all(DiskGate::disk_ready);
+    let peer_disk_ok = !g.disks.iter().any(DiskGate::peer_known_unready);
     OwnerFacts {
         me_eligible: g.state != GroupState::StartFailed && me_disk_ok,
         peer_eligible: !bit(heard.failed, i) && peer_disk_ok,
@@ -397,7 +407,22 @@ fn decide_running(
     };
     let f = facts(s, &heard, i, g);
     if owner(&f) != Some(Owner::Peer) {
-        return decision(Action::Nothing, Reason::Holding);
+        // Say so when only the peer's disk (a resync running) keeps the
+        // group here.
+        let once_ready = OwnerFacts {
+            peer_eligible: !bit(heard.failed, i),
+            ..f
+        };
+        return match first_unready_peer(g) {
+            Some(r) if owner(&once_ready) == Some(Owner::Peer) => decision(
+                Action::Nothing,
+                Reason::HandoverWaits {
+                    peer_disk: r.peer_disk,
+                    replication: r.replication,
+                },
+            ),
+            _ => decision(Action::Nothing, Reason::Holding),
+        };
     }
     if f.peer_holds {
         return decision(Action::Stop, Reason::Handover(Handover::BothHold));
@@ -409,20 +434,22 @@ fn decide_running(
     } else {
         Handover::Failback
     };
-    match g.disk {
-        DiskGate::Status(r) if !r.peer_ready() => decision(
+    // Without the daemon's view the peer's readiness is unknown: keep it.
+    if g.disks.contains(&DiskGate::Unavailable) {
+        return decision(
+            Action::Nothing,
+            Reason::Blocked(Blocker::ReplicatorUnavailable),
+        );
+    }
+    match first_unready_peer(g) {
+        Some(r) => decision(
             Action::Nothing,
             Reason::HandoverWaits {
                 peer_disk: r.peer_disk,
                 replication: r.replication,
             },
         ),
-        // Without the daemon's view the peer's readiness is unknown: keep it.
-        DiskGate::Unavailable => decision(
-            Action::Nothing,
-            Reason::Blocked(Blocker::ReplicatorUnavailable),
-        ),
-        _ => decision(Action::Stop, Reason::Handover(why)),
+        None => decision(Action::Stop, Reason::Handover(why)),
     }
 }
 
@@ -463,20 +490,34 @@ fn decide_stopped(
     }
 }
 
+/// The first replicated resource whose peer may not take the group yet.
+fn first_unready_peer(g: &GroupView) -> Option<&ReplicaView> {
+    g.disks.iter().find_map(|d| match d {
+        DiskGate::Status(r) if !r.peer_ready() => Some(r),
+        _ => None,
+    })
+}
+
 /// What forbids starting the group here, if anything: the disk rules, then
 /// (for a failover) the ping rule.
 fn start_blocker(g: &GroupView, ping: Option<PingView>) -> Option<Blocker> {
-    match g.disk {
-        DiskGate::NoReplicatedDisk => {}
-        DiskGate::Unavailable => return Some(Blocker::ReplicatorUnavailable),
-        DiskGate::Status(r) if !r.disk_ready() => {
-            return Some(Blocker::Disk {
-                disk: r.disk,
-                peer_disk: r.peer_disk,
-            })
-        }
-        DiskGate::Status(r) if r.peer_is_live_primary() => return Some(Blocker::PeerPrimary),
-        DiskGate::Status(_) => {}
+    let views = || {
+        g.disks.iter().filter_map(|d| match d {
+            DiskGate::Status(r) => Some(r),
+            DiskGate::Unavailable => None,
+        })
+    };
+    if g.disks.contains(&DiskGate::Unavailable) {
+        return Some(Blocker::ReplicatorUnavailable);
+    }
+    if let Some(r) = views().find(|r| !r.disk_ready()) {
+        return Some(Blocker::Disk {
+            disk: r.disk,
+            peer_disk: r.peer_disk,
+        });
+    }
+    if views().any(ReplicaView::peer_is_live_primary) {
+        return Some(Blocker::PeerPrimary);
     }
     match ping {
         Some(PingView::Unreachable) => Some(Blocker::NoPingNode),

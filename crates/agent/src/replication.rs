@@ -108,22 +108,28 @@ impl ReplicaView {
         self.peer_connection == Connection::Connected && self.peer_role == Role::Primary
     }
 
-    /// Whether the peer could serve the data: connected with an UpToDate
-    /// disk and no resync running. A voluntary hand-over (standby, takeover,
-    /// failback) waits for this; a peer not connected is unknown, not ready.
+    /// Whether the peer's disk, as the daemon knows it, may be served:
+    /// UpToDate, or Consistent with this node Outdated.
+    pub fn peer_disk_ready(&self) -> bool {
+        match self.peer_disk {
+            DiskState::UpToDate => true,
+            DiskState::Consistent => self.disk == DiskState::Outdated,
+            _ => false,
+        }
+    }
+
+    /// Whether the group may be handed over to the peer now: connected,
+    /// with the peer's disk ready. A resync to the peer keeps its disk
+    /// Inconsistent until it finishes, so this is "the resync finished"; a
+    /// peer not connected is unknown, hence not ready.
     pub fn peer_ready(&self) -> bool {
-        self.peer_connection == Connection::Connected
-            && self.peer_disk == DiskState::UpToDate
-            && matches!(
-                self.replication,
-                Replication::Established | Replication::VerifyS | Replication::VerifyT
-            )
+        self.peer_connection == Connection::Connected && self.peer_disk_ready()
     }
 
     /// Whether the peer is known, through the link, to be unable to serve
-    /// (connected, disk not UpToDate); a disconnected peer is not judged.
+    /// (connected, disk not ready); a disconnected peer is not judged.
     pub fn peer_known_unready(&self) -> bool {
-        self.peer_connection == Connection::Connected && !self.peer_ready()
+        self.peer_connection == Connection::Connected && !self.peer_disk_ready()
     }
 }
 
