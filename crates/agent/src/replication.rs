@@ -11,6 +11,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use hadisk_config::ha::{Group, HaResource};
+
 /// Generates a DRBD state enum with `Display` and `FromStr` over its names.
 macro_rules! drbd_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident),+ $(,)? }) => {
@@ -91,6 +93,27 @@ pub struct ReplicaView {
 }
 
 impl ReplicaView {
+    /// Reads the six fields from `hadisk status --json`'s strings: the
+    /// resource's `role` and `disk`, and its peer's `connection`, `role`,
+    /// `disk` and `replication`.
+    pub fn from_names(
+        role: &str,
+        disk: &str,
+        peer_connection: &str,
+        peer_role: &str,
+        peer_disk: &str,
+        replication: &str,
+    ) -> Result<Self, UnknownState> {
+        Ok(ReplicaView {
+            role: role.parse()?,
+            disk: disk.parse()?,
+            peer_connection: peer_connection.parse()?,
+            peer_role: peer_role.parse()?,
+            peer_disk: peer_disk.parse()?,
+            replication: replication.parse()?,
+        })
+    }
+
     /// Whether this node's data may be served: UpToDate, or Consistent
     /// with the peer known to be Outdated (DESIGN.md §6).
     pub fn disk_ready(&self) -> bool {
@@ -133,6 +156,20 @@ impl ReplicaView {
     }
 }
 
+/// The replicated resources (`hadisk::RES`, `drbddisk::RES`) of a group, in
+/// order: the executor asks the daemon about each, and the policy gets one
+/// [`crate::policy::DiskGate`] per name.
+pub fn replicated_resources(group: &Group) -> Vec<&str> {
+    group
+        .resources
+        .iter()
+        .filter_map(|r| match r {
+            HaResource::Hadisk { resource, .. } => Some(resource.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +198,27 @@ mod tests {
         );
         assert_eq!("Connected".parse::<Connection>(), Ok(Connection::Connected));
         assert_eq!("Unknown".parse::<Role>(), Ok(Role::Unknown));
+        let seed = hadisk_config::ha::parse_haresources(
+            "NAS1 drbddisk::data Filesystem::/dev/drbd0::/data::ext4 hadisk::logs nfs",
+            std::path::Path::new("haresources"),
+        )
+        .unwrap();
+        assert_eq!(replicated_resources(&seed.groups[0]), vec!["data", "logs"]);
+        let v = ReplicaView::from_names(
+            "Secondary",
+            "UpToDate",
+            "Connected",
+            "Primary",
+            "UpToDate",
+            "Established",
+        )
+        .unwrap();
+        assert!(v.disk_ready() && v.peer_is_live_primary() && v.peer_ready());
+        assert_eq!(
+            ReplicaView::from_names("Secondary", "UpToDate", "WFConnection", "Primary", "UpToDate", "Established")
+                .unwrap_err()
+                .to_string(),
+            "unknown Connection 'WFConnection' in hadisk status (expected one of: StandAlone, Connecting, Connected)"
+        );
     }
 }
