@@ -18,8 +18,10 @@
 //!   daemon writes the bitmap pages of an extent before an AL transaction
 //!   evicts that extent, so bits lost in a torn page belong to extents the
 //!   recovered AL still names (DRBD's rule);
-//! - create: both superblock slots are zeroed and synced first, then the
-//!   AL ring and bitmap are zeroed, then both slots written and synced: a
+//! - create: both superblock slots are zeroed and synced first (the
+//!   inactive one first, so that no older superblock resurfaces), then the
+//!   AL ring and bitmap are zeroed and synced, then both slots written and
+//!   synced: a
 //!   crash leaves "no metadata" or the new metadata, never old superblocks
 //!   over a new ring.
 
@@ -79,11 +81,21 @@ impl Metadata {
         node_name_hash: u64,
     ) -> Result<Metadata, MetadataError> {
         let layout = Layout::compute(device.size_bytes(), al_extents)?;
+        // Old superblocks go first, the inactive (older) one before the
+        // active one, each synced: a crash in between must not expose an
+        // older superblock, nor leave one over a zeroed ring.
+        let inactive_first = match read_superblock(&*device) {
+            Ok((_, active, _)) => 1 - active,
+            Err(_) => 0,
+        };
+        for slot in [inactive_first, 1 - inactive_first] {
+            let area = slot_area(&layout, slot);
+            device
+                .write_zeroes(layout.superblock_slot_offset(slot), MD_BLOCK_BYTES, false)
+                .map_err(io_err(area, "zeroing"))?;
+            device.sync_data().map_err(io_err(area, "sync"))?;
+        }
         let slots_area = slot_area(&layout, 0);
-        device
-            .write_zeroes(layout.superblock_offset_bytes, 2 * MD_BLOCK_BYTES, false)
-            .map_err(io_err(slots_area, "zeroing"))?;
-        device.sync_data().map_err(io_err(slots_area, "sync"))?;
         let bitmap_area = Area::Bitmap {
             offset_bytes: layout.bitmap_offset_bytes,
         };
@@ -95,6 +107,9 @@ impl Metadata {
                 true,
             )
             .map_err(io_err(bitmap_area, "zeroing"))?;
+        // Synced before the superblocks: a disk may persist unsynced writes
+        // in any order, and new superblocks over an old ring would be wrong.
+        device.sync_data().map_err(io_err(bitmap_area, "sync"))?;
         let mut sb = Superblock::new(layout, node_name_hash);
         sb.flags = Flags::CLEAN_SHUTDOWN;
         for slot in 0..2u8 {

@@ -1,6 +1,7 @@
 //! The metadata store on in-memory and file devices: create/open round
 //! trips, superblock updates and slot fallback, AL transactions and
 //! recovery, bitmap stores, refusals with their exact messages.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 
@@ -244,4 +245,44 @@ fn works_on_a_sparse_file_and_probes_filesystems() {
     dev.write_at(&sb, 0).unwrap();
     let fs = detect_filesystem(&*dev).unwrap().unwrap();
     assert_eq!((fs.kind, fs.size_bytes), (FilesystemKind::Ext4, GIB));
+}
+
+#[test]
+fn any_corrupted_superblock_byte_falls_back_to_the_other_slot() {
+    let dev = mem(4 * MIB);
+    let mut md = Metadata::create(dev.clone(), 7, 0).unwrap();
+    md.update(|sb| sb.uuids.new_current(0x77).unwrap()).unwrap();
+    md.update(|sb| sb.uuids.new_current(0x88).unwrap()).unwrap(); // slot 1, seq 3
+    let slot1 = md.layout().superblock_slot_offset(1);
+    assert_eq!(
+        Metadata::open(dev.clone())
+            .unwrap()
+            .superblock()
+            .uuids
+            .current,
+        0x88
+    );
+    let mut pristine = [0u8; 4096];
+    dev.read_at(&mut pristine, slot1).unwrap();
+    for offset in 0..4096u64 {
+        let mut bad = [pristine[offset as usize] ^ 0x10];
+        dev.write_at(&bad, slot1 + offset).unwrap();
+        let opened = Metadata::open(dev.clone()).unwrap();
+        assert_eq!(opened.active_slot(), 0, "byte {offset}");
+        assert_eq!(opened.superblock().sequence, 2, "byte {offset}");
+        assert_eq!(opened.superblock().uuids.current, 0x77, "byte {offset}");
+        let why = opened.superblock_fallback().unwrap();
+        let specific = [
+            "bad magic",
+            "unsupported format version",
+            "checksum mismatch",
+        ];
+        assert!(
+            specific.iter().any(|s| why.contains(s)),
+            "byte {offset}: {why}"
+        );
+        bad[0] = pristine[offset as usize];
+        dev.write_at(&bad, slot1 + offset).unwrap();
+    }
+    assert_eq!(Metadata::open(dev).unwrap().active_slot(), 1);
 }

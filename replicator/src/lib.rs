@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod md;
 pub mod status;
 
 use anyhow::Result;
@@ -18,6 +19,12 @@ pub fn run(cli: Cli) -> Result<()> {
     let g = cli.global;
     match cli.command {
         Command::Daemon => daemon::run(&g),
+        Command::CreateMd {
+            resource,
+            force,
+            yes,
+        } => md::create_md(&g, &resource, force, yes),
+        Command::DumpMd { resource, json } => md::dump_md(&g, &resource, json),
         Command::Status { resource, json } => {
             let report = status_of(&g, resource)?;
             if json {

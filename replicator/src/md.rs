@@ -1,0 +1,211 @@
+//! The offline metadata commands, `create-md RES [--force]` and
+//! `dump-md RES [--json]` (DESIGN.md §1.1). They run in-process, without
+//! the daemon: the resource file names this node's `disk`, the metadata
+//! crate does the format.
+//!
+//! create-md refuses, each with a message saying what to do:
+//! - a disk too small for the metadata plus 1 MiB of data;
+//! - existing hadisk metadata (valid or damaged), unless `--force`;
+//! - a recognisable filesystem (ext2/3/4, xfs) that extends into the area
+//!   the metadata would overwrite, unless `--force` (DRBD silently
+//!   destroys its tail). A filesystem that ends below the usable size is
+//!   kept and reported.
+//!
+//! `dump-md --json` prints one object: the fields of
+//! [`hadisk_metadata::MetadataDump`] (documented in `metadata/src/dump.rs`)
+//! plus `resource`, `node` and `disk` (the backing disk's path).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use hadisk_config::drbd::MetaDisk;
+use hadisk_config::Host;
+use hadisk_metadata::{
+    detect_filesystem, detect_metadata, layout::Layout, node_name_hash, Metadata, MetadataDump,
+};
+use hadisk_storage::{BlockDevice, FileDevice};
+
+use crate::cli::GlobalOpts;
+
+/// This node's `on` section of `resource`, and the resource's al-extents.
+fn this_host(g: &GlobalOpts, resource: &str) -> Result<(Host, u32, String)> {
+    let config = hadisk_config::load(&g.config)
+        .with_context(|| format!("reading the configuration {}", g.config.display()))?;
+    let res = config.resource(resource)?;
+    let node = crate::node_name(g)?;
+    let host = res.this_host(&node)?.clone();
+    if let MetaDisk::External { path, .. } = &host.meta_disk {
+        bail!(
+            "'{resource}' on '{}' uses an external meta-disk ({}); hadisk supports only \
+             `meta-disk internal;` — change the resource file",
+            host.name,
+            path.display()
+        );
+    }
+    Ok((host, res.disk.al_extents, node))
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// `hadisk create-md RES [--force]`.
+pub fn create_md(g: &GlobalOpts, resource: &str, force: bool, yes: bool) -> Result<()> {
+    let (host, al_extents, node) = this_host(g, resource)?;
+    let path = host.disk.as_path();
+    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(path, false)?);
+    let layout = Layout::compute(device.size_bytes(), al_extents).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; use a larger disk for '{resource}' (or a smaller al-extents)",
+            path.display()
+        )
+    })?;
+    let mut warnings = Vec::new();
+    check_existing_metadata(&*device, path, resource, force, &mut warnings)?;
+    check_filesystem(&*device, path, resource, &layout, force, &mut warnings)?;
+    if !warnings.is_empty() && std::io::stdin().is_terminal() && !yes {
+        confirm(&warnings)?;
+    }
+    let md = Metadata::create(device, al_extents, node_name_hash(&node))
+        .with_context(|| format!("writing metadata on {}", path.display()))?;
+    for warning in &warnings {
+        println!("note: {warning} (overwritten: --force)");
+    }
+    let l = md.layout();
+    println!(
+        "created hadisk metadata for '{resource}' on {} (node {})",
+        path.display(),
+        host.name
+    );
+    println!(
+        "usable size: {} bytes ({}); metadata: {} bytes at the end of the disk; al-extents {}",
+        l.usable_size_bytes,
+        mib(l.usable_size_bytes),
+        l.metadata_bytes(),
+        l.al_extents
+    );
+    Ok(())
+}
+
+fn check_existing_metadata(
+    device: &dyn BlockDevice,
+    path: &Path,
+    resource: &str,
+    force: bool,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let found = match detect_metadata(device) {
+        Ok(None) => return Ok(()),
+        Ok(Some(sb)) => format!(
+            "{} already holds hadisk metadata (usable size {} bytes, current UUID {:016X}, flags {})",
+            path.display(),
+            sb.layout.usable_size_bytes,
+            sb.uuids.current,
+            sb.flags
+        ),
+        Err(e) => format!("{} holds damaged hadisk metadata ({e})", path.display()),
+    };
+    if !force {
+        bail!(
+            "{found}; creating new metadata erases its generation UUIDs and dirty bitmap \
+             (the peer will need a full sync). If that is what you want, run \
+             `hadisk create-md {resource} --force`"
+        );
+    }
+    warnings.push(found);
+    Ok(())
+}
+
+fn check_filesystem(
+    device: &dyn BlockDevice,
+    path: &Path,
+    resource: &str,
+    layout: &Layout,
+    force: bool,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let Some(fs) = detect_filesystem(device)? else {
+        return Ok(());
+    };
+    let label = if fs.label.is_empty() {
+        String::new()
+    } else {
+        format!(" labelled '{}'", fs.label)
+    };
+    if fs.size_bytes <= layout.usable_size_bytes {
+        println!(
+            "{} holds an {} filesystem{label} of {} bytes; it ends below the usable size of {} \
+             bytes and is kept",
+            path.display(),
+            fs.kind,
+            fs.size_bytes,
+            layout.usable_size_bytes
+        );
+        return Ok(());
+    }
+    let found = format!(
+        "{} holds an {} filesystem{label} of {} bytes, whose last {} bytes the metadata would \
+         overwrite",
+        path.display(),
+        fs.kind,
+        fs.size_bytes,
+        fs.size_bytes - layout.usable_size_bytes
+    );
+    if !force {
+        let usable_kib = layout.usable_size_bytes / 1024;
+        bail!(
+            "{found} (the usable size is {} bytes); shrink the filesystem to at most {usable_kib} \
+             KiB first (ext2/3/4: `resize2fs {} {usable_kib}K`; xfs cannot shrink: copy the data \
+             elsewhere), or run `hadisk create-md {resource} --force` to destroy it",
+            layout.usable_size_bytes,
+            path.display()
+        );
+    }
+    warnings.push(found);
+    Ok(())
+}
+
+/// With --force on a terminal (and no --yes), as drbdadm asks.
+fn confirm(warnings: &[String]) -> Result<()> {
+    let mut out = std::io::stdout();
+    for warning in warnings {
+        writeln!(out, "{warning}.")?;
+    }
+    write!(out, "Do you want to overwrite it? Type 'yes' to continue: ")?;
+    out.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("nothing written (answer 'yes', or pass --yes)");
+    }
+    Ok(())
+}
+
+/// `hadisk dump-md RES [--json]`.
+pub fn dump_md(g: &GlobalOpts, resource: &str, json: bool) -> Result<()> {
+    let (host, _, node) = this_host(g, resource)?;
+    let path = host.disk.as_path();
+    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(path, true)?);
+    let md = Metadata::open(device)
+        .map_err(|e| anyhow::anyhow!("'{resource}': {}: {e}", path.display()))?;
+    let dump = MetadataDump::of(&md)?;
+    if json {
+        let mut value = serde_json::to_value(&dump)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("resource".into(), resource.into());
+            object.insert("node".into(), host.name.clone().into());
+            object.insert("disk".into(), path.display().to_string().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "resource '{resource}', node {} ({node}), disk {}",
+            host.name,
+            path.display()
+        );
+        print!("{}", dump.render_text());
+    }
+    Ok(())
+}
