@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -229,16 +229,38 @@ fn promotion_rules_status_and_generation_uuids() {
 #[test]
 fn a_secondary_export_refuses_clients_with_the_reason() {
     require("nbdinfo");
+    require("qemu-io");
     let node = Node::new("alpha");
     node.setup(RES, 64 * MIB, "");
     let _d = node.daemon();
     node.ok(&["up", RES]);
-    let (ok, _, err) = run_cmd("nbdinfo", &[&node.uri(RES)]);
-    assert!(!ok);
-    assert!(
-        err.contains("resource data is Secondary on node alpha"),
-        "nbdinfo said: {err}"
-    );
+    let reason = "resource data is Secondary on node alpha; connect to the Primary's export";
+    let refused = |node: &Node| {
+        // libnbd puts the server's text in its debug log, and the errno
+        // (NBD_REP_ERR_UNKNOWN: ENOENT) in the error.
+        let out = Command::new("nbdinfo")
+            .arg(node.uri(RES))
+            .env("LIBNBD_DEBUG", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains(&format!("handshake: server error message: {reason}")),
+            "nbdinfo said: {err}"
+        );
+        // qemu prints it as the reason the open failed.
+        let (ok, out, err) = run_cmd("qemu-io", &["-f", "raw", &node.uri(RES), "-c", "read 0 4k"]);
+        assert!(!ok);
+        assert!(
+            format!("{out}{err}").contains(&format!(
+                "Requested export not available\nserver reported: {reason}"
+            )),
+            "qemu-io said: {out}{err}"
+        );
+    };
+    refused(&node);
     // The daemon goes on: promote and the same client succeeds.
     node.ok(&["primary", "--force", RES]);
     let (ok, out, err) = run_cmd("nbdinfo", &["--size", &node.uri(RES)]);
@@ -249,11 +271,7 @@ fn a_secondary_export_refuses_clients_with_the_reason() {
     );
     // Demoted again: refused again.
     node.ok(&["secondary", RES]);
-    let (ok, _, err) = run_cmd("nbdinfo", &[&node.uri(RES)]);
-    assert!(
-        !ok && err.contains("resource data is Secondary on node alpha"),
-        "{err}"
-    );
+    refused(&node);
 }
 
 #[test]
@@ -262,7 +280,10 @@ fn secondary_is_refused_while_clients_are_connected() {
     node.setup(RES, 64 * MIB, "");
     let _d = node.daemon();
     node.make_primary(RES);
-    let mut first = hold_connection(&node.uri(RES));
+    // One client asks for the export by name, the other for the default
+    // export (""), as nbdfuse and nbd-client without -N do.
+    let default_uri = format!("nbd+unix://?socket={}", node.socket(RES).display());
+    let mut first = hold_connection(&default_uri);
     let mut second = hold_connection(&node.uri(RES));
     wait_until("two NBD clients", 20, || {
         node.resource_status(RES)["nbd_clients"] == 2

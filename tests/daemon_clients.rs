@@ -153,7 +153,7 @@ fn qemu_io_patterns_zeroes_discard_and_the_end_of_the_export() {
     let cmds = [
         "write -P 0xab 0 1M".to_string(),
         "read -P 0xab 0 1M".to_string(),
-        "write -F -P 0xcd 1M 64k".to_string(),
+        "write -f -P 0xcd 1M 64k".to_string(),
         "read -P 0xcd 1M 64k".to_string(),
         "write -z 2M 1M".to_string(),
         "read -P 0 2M 1M".to_string(),
@@ -167,8 +167,8 @@ fn qemu_io_patterns_zeroes_discard_and_the_end_of_the_export() {
         "read -P 0x22 9M 512k".to_string(),
         format!("write -P 0xee {last} 1M"),
         format!("read -P 0xee {last} 1M"),
-        "write -P 0x07 12345 777".to_string(),
-        "read -P 0x07 12345 777".to_string(),
+        "write -P 0x07 10497857 777".to_string(),
+        "read -P 0x07 10497857 777".to_string(),
         "flush".to_string(),
     ];
     let mut args = vec!["-f", "raw", uri.as_str()];

@@ -214,7 +214,7 @@ impl Resource {
         let served = self
             .gate
             .refuse(state::secondary_refusal(&self.name, &self.node));
-        let clients = self.server.client_count(&self.name);
+        let clients = self.clients();
         if let Err(reason) = state::demote(&self.name, &self.state, clients) {
             if let Some(volume) = served {
                 self.gate.serve(volume);
@@ -288,6 +288,14 @@ impl Resource {
         Ok(())
     }
 
+    /// NBD clients that have the export open. The server marks a client
+    /// with the name it asked for, and the default export `""` is this
+    /// resource too (nbdfuse, `nbd-client` without `-N` use it); every
+    /// other name is refused, so the two counts are all the clients.
+    fn clients(&self) -> usize {
+        self.server.client_count(&self.name) + self.server.client_count("")
+    }
+
     /// The `status` view (DESIGN.md §1.3). No peer link yet: StandAlone.
     pub fn status(&self) -> ResourceStatus {
         ResourceStatus {
@@ -296,7 +304,7 @@ impl Resource {
             role: self.state.role.to_string(),
             disk: self.state.disk.to_string(),
             size_bytes: self.usable_bytes,
-            nbd_clients: self.server.client_count(&self.name),
+            nbd_clients: self.clients(),
             nbd_socket: Some(self.socket.display().to_string()),
             nbd_tcp: self.tcp.map(|a| a.to_string()),
             crashed_primary: self.state.crashed_primary,
