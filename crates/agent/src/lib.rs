@@ -11,6 +11,7 @@
 //! - [`policy`]: snapshot in, start/stop/nothing per group out.
 //! - [`plan`]: start left to right, stop right to left, roll back a failed
 //!   start.
+//! - [`node`]: one node's state tying these together for the executor.
 //!
 //! Invariants of the crate:
 //! - No I/O, no clock reads, no randomness, no threads: time is an input
@@ -32,8 +33,12 @@
 
 pub mod mac;
 pub mod membership;
+pub mod node;
 pub mod plan;
 pub mod policy;
 pub mod replay;
 pub mod replication;
 pub mod wire;
+
+// A heartbeat's group masks must cover every group haresources may define.
+const _: () = assert!(hadisk_config::ha::haresources::MAX_GROUPS <= wire::MAX_GROUPS);
