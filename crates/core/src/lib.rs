@@ -1,1 +1,124 @@
-//! placeholder
+//! hadisk's replication core: one pure state machine per resource.
+//!
+//! [`Resource::handle`] takes an [`Event`] (a client request, an I/O
+//! completion, a peer message, a link change, an admin command) and the
+//! current time, updates the state and returns the [`Action`]s the driver
+//! must perform. Nothing here does I/O, reads a clock, draws ambient random
+//! numbers or iterates a `HashMap`: the same event sequence always yields the
+//! same actions, which is what the simulator (`crates/sim`) relies on.
+//!
+//! # Driver contract (the tokio daemon, the simulator)
+//! * Feed events one at a time, in the order they happen; perform the
+//!   returned actions **in any order and in parallel** unless stated below.
+//!   Many writes are in flight at once: the core never waits for one
+//!   write's completion before issuing the next.
+//! * Every action that does I/O carries an [`IoId`]; report its completion
+//!   exactly once with [`Event::IoDone`] (or [`Event::ReadDone`] for
+//!   [`Action::ReadLocal`]) carrying the same id. Client requests and admin
+//!   commands carry the driver's own [`ReqId`] / [`CmdId`], answered by
+//!   [`Action::ClientDone`] / [`Action::AdminDone`].
+//! * [`Action::Send`] messages go on the peer link **in the order emitted**
+//!   (one FIFO stream, as TCP gives): the write ordering on the peer depends
+//!   on it. Messages of a link that went down are dropped, never delivered on
+//!   the next link.
+//! * [`Action::WriteLocal`] with `fua` is durable before it is reported
+//!   done; [`Action::FlushLocal`] makes durable every write reported done
+//!   before it was issued (fdatasync).
+//! * [`Action::WriteMeta`] writes, in this order and each durable before the
+//!   next, the bitmap pages, the activity-log slot changes, the superblock;
+//!   only then report it done. The core issues one at a time. A write into a
+//!   newly active extent is only issued after the AL transaction that made
+//!   it active is reported done (persist-before-write, raft-rs's `Ready`).
+//! * [`Action::Dial`]: keep connecting to the peer (with backoff) and run the
+//!   authenticated handshake of `hadisk-peer-proto`; report
+//!   [`Event::LinkUp`] once it succeeded and [`Event::LinkDown`] when the
+//!   link fails (including keepalive timeouts: a peer that stops reading
+//!   must end as `LinkDown`, never as a stall). [`Action::CloseLink`] closes
+//!   the link; with `redial` keep dialing afterwards.
+//! * Reads from NBD clients do not pass through the core: a Primary reads
+//!   its own disk ([`Resource::can_serve_reads`]).
+//!
+//! # Invariants
+//! * Protocol C: a client write completes only when the local write and the
+//!   peer's ack are in (or the peer is gone and the blocks are in the dirty
+//!   bitmap). A flush completes only when both disks flushed.
+//! * Overlapping writes, and writes overlapping a resync chunk being read
+//!   and sent, are serialised by a block range lock in arrival order, on
+//!   the Primary and on the Secondary, so both disks apply them in the same
+//!   order and resync never overwrites newer data with older.
+//! * A write not yet known durable on both disks keeps its activity-log
+//!   extent pinned and, if the link drops, its blocks go into the bitmap.
+//! * Never two Primaries while connected: promotion while connected is a
+//!   two-phase `PromoteRequest`/`PromoteReply`.
+#![deny(clippy::disallowed_methods)]
+
+mod admin;
+mod event;
+mod generation;
+mod handshake;
+mod meta;
+mod peer_apply;
+pub mod rangelock;
+mod resource;
+mod resync;
+pub mod split_brain;
+mod states;
+mod status;
+pub mod uuid;
+mod write_path;
+
+pub use event::{
+    Action, AdminOp, Attached, CmdId, Event, IoId, MetaUpdate, ReqId, SuperblockState,
+};
+pub use generation::{finish_sync_source, new_generation};
+pub use hadisk_peer_proto::{DiskState, Role, Uuids};
+pub use resource::{Config, Resource};
+pub use split_brain::{AfterSbPolicies, AfterSbPolicy};
+pub use states::{Connection, Replication};
+pub use status::{ResyncProgress, Status};
+pub use uuid::{decide_sync, Rule, SyncDecision, SyncInputs, SyncOutcome};
+
+/// Errors the core reports: to clients (write refused or failed), to admin
+/// commands (promotion refused, …), and configuration errors. The text is
+/// what the daemon prints: what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("unknown after-sb policy \"{value}\" (expected one of disconnect, discard-younger-primary, discard-older-primary, discard-zero-changes, discard-least-changes, discard-local, discard-remote, discard-secondary, consensus, call-pri-lost-after-sb, violently-as0p)")]
+    UnknownAfterSbPolicy { value: String },
+    /// A write reached a node that is not Primary.
+    #[error("the resource is Secondary here: writes are accepted only on the Primary")]
+    NotPrimary,
+    /// A write or flush could not be done on this node's disk.
+    #[error("I/O error on the local disk (disk is {disk}): the write did not complete")]
+    LocalIo { disk: DiskState },
+    /// A request outside the device or not sector aligned.
+    #[error("request of {len_bytes} bytes at offset {offset_bytes} is not 512-byte aligned or exceeds the device of {size_bytes} bytes")]
+    BadRange {
+        offset_bytes: u64,
+        len_bytes: u64,
+        size_bytes: u64,
+    },
+    #[error("the peer is Primary: demote it first (hadisk secondary RES on the peer); two Primaries are not allowed")]
+    PeerIsPrimary,
+    #[error("the local disk is {disk}, not UpToDate: refusing to promote (use primary --force only if this node's data is the good copy)")]
+    NotUpToDate { disk: DiskState },
+    #[error("the local disk is {disk}: cannot promote even with --force")]
+    NoUsableDisk { disk: DiskState },
+    #[error("cannot force promotion while connected to a peer during {replication}: disconnect first or wait for the resync")]
+    ForceWhileConnected { replication: Replication },
+    #[error("the peer refused the promotion (it is Primary or promoting itself): retry")]
+    PromotionDenied,
+    #[error("the connection was lost during the promotion handshake: retry")]
+    PromotionInterrupted,
+    #[error("another role change is in progress: retry when it has finished")]
+    Busy,
+    #[error("{writes} writes are still in flight: demote when the device is idle")]
+    WritesInFlight { writes: usize },
+    #[error("the connection handshake is in progress: retry in a moment")]
+    Handshaking,
+    #[error("writing the metadata failed: the disk is now Failed")]
+    MetaIo,
+    /// The attached metadata does not fit the configuration.
+    #[error("cannot attach the disk: {reason}")]
+    Attach { reason: String },
+}

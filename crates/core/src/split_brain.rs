@@ -34,7 +34,10 @@ pub enum AfterSbPolicy {
 
 const NAMES: [(AfterSbPolicy, &str); 11] = [
     (AfterSbPolicy::Disconnect, "disconnect"),
-    (AfterSbPolicy::DiscardYoungerPrimary, "discard-younger-primary"),
+    (
+        AfterSbPolicy::DiscardYoungerPrimary,
+        "discard-younger-primary",
+    ),
     (AfterSbPolicy::DiscardOlderPrimary, "discard-older-primary"),
     (AfterSbPolicy::DiscardZeroChanges, "discard-zero-changes"),
     (AfterSbPolicy::DiscardLeastChanges, "discard-least-changes"),
@@ -48,7 +51,11 @@ const NAMES: [(AfterSbPolicy, &str); 11] = [
 
 impl AfterSbPolicy {
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(p, _)| *p == self).map(|(_, n)| *n).unwrap_or("disconnect")
+        NAMES
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("disconnect")
     }
 
     /// Whether DRBD accepts this value for the given number of Primaries
@@ -88,7 +95,9 @@ impl FromStr for AfterSbPolicy {
             .iter()
             .find(|(_, n)| *n == s)
             .map(|(p, _)| *p)
-            .ok_or_else(|| CoreError::UnknownAfterSbPolicy { value: s.to_string() })
+            .ok_or_else(|| CoreError::UnknownAfterSbPolicy {
+                value: s.to_string(),
+            })
     }
 }
 
@@ -151,7 +160,11 @@ fn recover_0p(
         DiscardYoungerPrimary | DiscardOlderPrimary if ls != ps => {
             // The younger Primary is the one that was Secondary at the split.
             let local_younger = !ls;
-            let local_wins = if policy == DiscardYoungerPrimary { !local_younger } else { local_younger };
+            let local_wins = if policy == DiscardYoungerPrimary {
+                !local_younger
+            } else {
+                local_younger
+            };
             Some((local_wins, by))
         }
         // Undecided younger/older falls through to least-changes, as DRBD.
@@ -164,7 +177,12 @@ fn recover_0p(
     }
 }
 
-fn zero_changes(local: &SbSide, peer: &SbSide, tie: bool, by: &'static str) -> Option<(bool, &'static str)> {
+fn zero_changes(
+    local: &SbSide,
+    peer: &SbSide,
+    tie: bool,
+    by: &'static str,
+) -> Option<(bool, &'static str)> {
     match (local.changed_blocks, peer.changed_blocks) {
         (0, 0) => Some((!tie, by)),
         (_, 0) => Some((true, by)),
@@ -173,7 +191,12 @@ fn zero_changes(local: &SbSide, peer: &SbSide, tie: bool, by: &'static str) -> O
     }
 }
 
-fn least_changes(local: &SbSide, peer: &SbSide, tie: bool, by: &'static str) -> Option<(bool, &'static str)> {
+fn least_changes(
+    local: &SbSide,
+    peer: &SbSide,
+    tie: bool,
+    by: &'static str,
+) -> Option<(bool, &'static str)> {
     use std::cmp::Ordering::*;
     match local.changed_blocks.cmp(&peer.changed_blocks) {
         Less => Some((false, by)),
@@ -217,8 +240,9 @@ fn recover_2p(
     use AfterSbPolicy::*;
     let policy = policies.two_primaries;
     match policy {
-        ViolentlyAs0p | CallPriLostAfterSb => recover_0p(policies.zero_primaries, local, peer, tie)
-            .map(|(w, _)| (w, policy.name())),
+        ViolentlyAs0p | CallPriLostAfterSb => {
+            recover_0p(policies.zero_primaries, local, peer, tie).map(|(w, _)| (w, policy.name()))
+        }
         _ => None,
     }
 }
@@ -229,46 +253,199 @@ mod tests {
     use AfterSbPolicy::*;
 
     fn side(primary: bool, was: bool, changed: u64) -> SbSide {
-        SbSide { primary, was_primary_at_split: was, changed_blocks: changed }
+        SbSide {
+            primary,
+            was_primary_at_split: was,
+            changed_blocks: changed,
+        }
     }
 
     fn pol(p0: AfterSbPolicy, p1: AfterSbPolicy, p2: AfterSbPolicy) -> AfterSbPolicies {
-        AfterSbPolicies { zero_primaries: p0, one_primary: p1, two_primaries: p2 }
+        AfterSbPolicies {
+            zero_primaries: p0,
+            one_primary: p1,
+            two_primaries: p2,
+        }
     }
 
     /// (policies, local, peer, tie, expected local verdict)
     #[test]
+    #[allow(clippy::type_complexity)]
     fn policy_table() {
         let d = Disconnect;
         let rows: Vec<(AfterSbPolicies, SbSide, SbSide, bool, Option<(bool, &str)>)> = vec![
-            (pol(d, d, d), side(false, true, 5), side(false, false, 9), false, None),
-            (pol(DiscardYoungerPrimary, d, d), side(false, true, 5), side(false, false, 9), false, Some((true, "discard-younger-primary"))),
-            (pol(DiscardYoungerPrimary, d, d), side(false, false, 5), side(false, true, 9), false, Some((false, "discard-younger-primary"))),
-            (pol(DiscardOlderPrimary, d, d), side(false, true, 5), side(false, false, 9), false, Some((false, "discard-older-primary"))),
+            (
+                pol(d, d, d),
+                side(false, true, 5),
+                side(false, false, 9),
+                false,
+                None,
+            ),
+            (
+                pol(DiscardYoungerPrimary, d, d),
+                side(false, true, 5),
+                side(false, false, 9),
+                false,
+                Some((true, "discard-younger-primary")),
+            ),
+            (
+                pol(DiscardYoungerPrimary, d, d),
+                side(false, false, 5),
+                side(false, true, 9),
+                false,
+                Some((false, "discard-younger-primary")),
+            ),
+            (
+                pol(DiscardOlderPrimary, d, d),
+                side(false, true, 5),
+                side(false, false, 9),
+                false,
+                Some((false, "discard-older-primary")),
+            ),
             // younger/older undecidable -> least changes
-            (pol(DiscardYoungerPrimary, d, d), side(false, false, 5), side(false, false, 9), false, Some((false, "discard-younger-primary"))),
-            (pol(DiscardZeroChanges, d, d), side(false, false, 0), side(false, false, 9), false, Some((false, "discard-zero-changes"))),
-            (pol(DiscardZeroChanges, d, d), side(false, false, 3), side(false, false, 0), false, Some((true, "discard-zero-changes"))),
-            (pol(DiscardZeroChanges, d, d), side(false, false, 3), side(false, false, 4), false, None),
-            (pol(DiscardZeroChanges, d, d), side(false, false, 0), side(false, false, 0), true, Some((false, "discard-zero-changes"))),
-            (pol(DiscardLeastChanges, d, d), side(false, false, 7), side(false, false, 4), false, Some((true, "discard-least-changes"))),
-            (pol(DiscardLeastChanges, d, d), side(false, false, 4), side(false, false, 4), false, Some((true, "discard-least-changes"))),
-            (pol(DiscardLocal, d, d), side(false, false, 7), side(false, false, 4), false, Some((false, "discard-local"))),
-            (pol(DiscardRemote, d, d), side(false, false, 1), side(false, false, 4), false, Some((true, "discard-remote"))),
+            (
+                pol(DiscardYoungerPrimary, d, d),
+                side(false, false, 5),
+                side(false, false, 9),
+                false,
+                Some((false, "discard-younger-primary")),
+            ),
+            (
+                pol(DiscardZeroChanges, d, d),
+                side(false, false, 0),
+                side(false, false, 9),
+                false,
+                Some((false, "discard-zero-changes")),
+            ),
+            (
+                pol(DiscardZeroChanges, d, d),
+                side(false, false, 3),
+                side(false, false, 0),
+                false,
+                Some((true, "discard-zero-changes")),
+            ),
+            (
+                pol(DiscardZeroChanges, d, d),
+                side(false, false, 3),
+                side(false, false, 4),
+                false,
+                None,
+            ),
+            (
+                pol(DiscardZeroChanges, d, d),
+                side(false, false, 0),
+                side(false, false, 0),
+                true,
+                Some((false, "discard-zero-changes")),
+            ),
+            (
+                pol(DiscardLeastChanges, d, d),
+                side(false, false, 7),
+                side(false, false, 4),
+                false,
+                Some((true, "discard-least-changes")),
+            ),
+            (
+                pol(DiscardLeastChanges, d, d),
+                side(false, false, 4),
+                side(false, false, 4),
+                false,
+                Some((true, "discard-least-changes")),
+            ),
+            (
+                pol(DiscardLocal, d, d),
+                side(false, false, 7),
+                side(false, false, 4),
+                false,
+                Some((false, "discard-local")),
+            ),
+            (
+                pol(DiscardRemote, d, d),
+                side(false, false, 1),
+                side(false, false, 4),
+                false,
+                Some((true, "discard-remote")),
+            ),
             // 1 primary
-            (pol(d, DiscardSecondary, d), side(true, false, 1), side(false, false, 4), false, Some((true, "discard-secondary"))),
-            (pol(d, DiscardSecondary, d), side(false, false, 9), side(true, false, 4), false, Some((false, "discard-secondary"))),
-            (pol(DiscardLeastChanges, Consensus, d), side(true, false, 9), side(false, false, 4), false, Some((true, "consensus"))),
-            (pol(DiscardLeastChanges, Consensus, d), side(true, false, 1), side(false, false, 4), false, None),
-            (pol(DiscardLeastChanges, ViolentlyAs0p, d), side(true, false, 1), side(false, false, 4), false, Some((false, "violently-as0p"))),
-            (pol(DiscardZeroChanges, CallPriLostAfterSb, d), side(true, false, 1), side(false, false, 0), false, Some((true, "call-pri-lost-after-sb"))),
-            (pol(DiscardLeastChanges, Disconnect, d), side(true, false, 9), side(false, false, 4), false, None),
+            (
+                pol(d, DiscardSecondary, d),
+                side(true, false, 1),
+                side(false, false, 4),
+                false,
+                Some((true, "discard-secondary")),
+            ),
+            (
+                pol(d, DiscardSecondary, d),
+                side(false, false, 9),
+                side(true, false, 4),
+                false,
+                Some((false, "discard-secondary")),
+            ),
+            (
+                pol(DiscardLeastChanges, Consensus, d),
+                side(true, false, 9),
+                side(false, false, 4),
+                false,
+                Some((true, "consensus")),
+            ),
+            (
+                pol(DiscardLeastChanges, Consensus, d),
+                side(true, false, 1),
+                side(false, false, 4),
+                false,
+                None,
+            ),
+            (
+                pol(DiscardLeastChanges, ViolentlyAs0p, d),
+                side(true, false, 1),
+                side(false, false, 4),
+                false,
+                Some((false, "violently-as0p")),
+            ),
+            (
+                pol(DiscardZeroChanges, CallPriLostAfterSb, d),
+                side(true, false, 1),
+                side(false, false, 0),
+                false,
+                Some((true, "call-pri-lost-after-sb")),
+            ),
+            (
+                pol(DiscardLeastChanges, Disconnect, d),
+                side(true, false, 9),
+                side(false, false, 4),
+                false,
+                None,
+            ),
             // 2 primaries
-            (pol(DiscardLeastChanges, d, d), side(true, false, 9), side(true, false, 4), false, None),
-            (pol(DiscardLeastChanges, d, ViolentlyAs0p), side(true, false, 9), side(true, false, 4), false, Some((true, "violently-as0p"))),
-            (pol(DiscardLeastChanges, d, Consensus), side(true, false, 9), side(true, false, 4), false, None),
+            (
+                pol(DiscardLeastChanges, d, d),
+                side(true, false, 9),
+                side(true, false, 4),
+                false,
+                None,
+            ),
+            (
+                pol(DiscardLeastChanges, d, ViolentlyAs0p),
+                side(true, false, 9),
+                side(true, false, 4),
+                false,
+                Some((true, "violently-as0p")),
+            ),
+            (
+                pol(DiscardLeastChanges, d, Consensus),
+                side(true, false, 9),
+                side(true, false, 4),
+                false,
+                None,
+            ),
             // invalid for 0pri: never decides
-            (pol(Consensus, d, d), side(false, false, 9), side(false, false, 4), false, None),
+            (
+                pol(Consensus, d, d),
+                side(false, false, 9),
+                side(false, false, 4),
+                false,
+                None,
+            ),
         ];
         for (i, (p, l, r, tie, want)) in rows.into_iter().enumerate() {
             let got = recover(&p, &l, &r, tie);

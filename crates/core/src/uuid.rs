@@ -184,29 +184,49 @@ pub fn compare_uuids(
     local_yields_on_tie: bool,
 ) -> (Compare, Rule) {
     let jc = id(UUID_JUST_CREATED);
-    let (lc, pc) = (id(local.current), id(peer.current));
+    // A current UUID of 0 (never written) counts as just created: DRBD's
+    // rules 20/30 treat them alike one-sidedly, which made two zero UUIDs
+    // both SyncTargets; normalising keeps the decision symmetric.
+    let norm = |c: u64| if id(c) == 0 { jc } else { id(c) };
+    let (lc, pc) = (norm(local.current), norm(peer.current));
     if lc == jc && pc == jc {
         return (Compare::Equal, Rule::BothJustCreated);
     }
-    if (lc == jc || lc == 0) && pc != jc {
+    if lc == jc {
         return (Compare::Target { full: true }, Rule::LocalJustCreated);
     }
-    if lc != jc && (pc == jc || pc == 0) {
+    if pc == jc {
         return (Compare::Source { full: true }, Rule::PeerJustCreated);
     }
     if lc == pc {
-        return compare_equal_current(local, peer, local_crashed_primary, peer_crashed_primary, local_yields_on_tie);
+        return compare_equal_current(
+            local,
+            peer,
+            local_crashed_primary,
+            peer_crashed_primary,
+            local_yields_on_tie,
+        );
     }
-    if lc == id(peer.bitmap) {
+    // Each side descending from the other is impossible in a real history;
+    // DRBD's rule order would make both sides targets, so call it split
+    // brain instead (symmetric, and manual).
+    let bitmap_peer = lc == id(peer.bitmap);
+    let bitmap_self = id(local.bitmap) == pc;
+    let history_peer = peer.history.iter().any(|h| id(*h) == lc);
+    let history_self = local.history.iter().any(|h| id(*h) == pc);
+    if (bitmap_peer || history_peer) && (bitmap_self || history_self) {
+        return (Compare::SplitBrainHistory, Rule::SplitBrainHistory);
+    }
+    if bitmap_peer {
         return (Compare::Target { full: false }, Rule::BitmapPeer);
     }
-    if peer.history.iter().any(|h| id(*h) == lc) {
+    if history_peer {
         return (Compare::Target { full: true }, Rule::HistoryPeer);
     }
-    if id(local.bitmap) == pc {
+    if bitmap_self {
         return (Compare::Source { full: false }, Rule::BitmapSelf);
     }
-    if local.history.iter().any(|h| id(*h) == pc) {
+    if history_self {
         return (Compare::Source { full: true }, Rule::HistorySelf);
     }
     if id(local.bitmap) == id(peer.bitmap) && id(local.bitmap) != 0 {
@@ -230,10 +250,16 @@ fn compare_equal_current(
     local_yields_on_tie: bool,
 ) -> (Compare, Rule) {
     if id(peer.bitmap) == 0 && id(local.bitmap) != 0 {
-        return (Compare::Source { full: false }, Rule::ResyncFinishedMissedBySource);
+        return (
+            Compare::Source { full: false },
+            Rule::ResyncFinishedMissedBySource,
+        );
     }
     if id(local.bitmap) == 0 && id(peer.bitmap) != 0 {
-        return (Compare::Target { full: false }, Rule::ResyncFinishedMissedByTarget);
+        return (
+            Compare::Target { full: false },
+            Rule::ResyncFinishedMissedByTarget,
+        );
     }
     // Common power failure: a crashed Primary's AL extents are out of sync
     // with the peer, and the crashed Primary has the newer data in them.
@@ -259,7 +285,12 @@ pub fn decide_sync(inp: &SyncInputs) -> SyncDecision {
         p.crashed_primary,
         inp.local_yields_on_tie,
     );
-    let mut d = SyncDecision { outcome: SyncOutcome::NoSync, rule, split_brain: false, resolved_by: None };
+    let mut d = SyncDecision {
+        outcome: SyncOutcome::NoSync,
+        rule,
+        split_brain: false,
+        resolved_by: None,
+    };
     if cmp == Compare::Unrelated {
         d.outcome = refuse("unrelated data: the nodes share no generation UUID; refusing to connect (recreate the metadata of the node to overwrite)");
         return d;
@@ -288,7 +319,9 @@ pub fn decide_sync(inp: &SyncInputs) -> SyncDecision {
 }
 
 fn refuse(reason: &str) -> SyncOutcome {
-    SyncOutcome::Refuse { reason: reason.to_string() }
+    SyncOutcome::Refuse {
+        reason: reason.to_string(),
+    }
 }
 
 /// An Inconsistent disk facing a better one becomes the target whatever the
@@ -301,7 +334,9 @@ fn disk_state_override(cmp: Compare, local: DiskState, peer: DiskState) -> Compa
     }
     let full = matches!(
         cmp,
-        Compare::SplitBrainHistory | Compare::Source { full: true } | Compare::Target { full: true }
+        Compare::SplitBrainHistory
+            | Compare::Source { full: true }
+            | Compare::Target { full: true }
     );
     if local_bad {
         Compare::Target { full }
@@ -342,5 +377,374 @@ fn resolve_split_brain(inp: &SyncInputs, cmp: Compare, d: &mut SyncDecision) -> 
             Compare::Source { full }
         }
         _ => cmp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::split_brain::AfterSbPolicy;
+    use proptest::prelude::*;
+
+    const JC: u64 = UUID_JUST_CREATED;
+
+    fn u(current: u64, bitmap: u64, h0: u64, h1: u64) -> Uuids {
+        Uuids {
+            current,
+            bitmap,
+            history: [h0, h1],
+        }
+    }
+
+    fn side(uuids: Uuids, role: Role, disk: DiskState) -> SideInfo {
+        SideInfo {
+            uuids,
+            role,
+            disk,
+            crashed_primary: false,
+            dirty_blocks: 0,
+            discard_my_data: false,
+        }
+    }
+
+    use DiskState::{Consistent as C, Inconsistent as I, UpToDate as U};
+    use Role::{Primary as P, Secondary as S};
+
+    /// The decision table (DESIGN.md §4): local side, peer side, the
+    /// expected outcome and rule, as `decide_sync` must give them.
+    #[allow(clippy::type_complexity)]
+    fn table() -> Vec<(
+        &'static str,
+        SideInfo,
+        SideInfo,
+        AfterSbPolicies,
+        SyncOutcome,
+        Rule,
+    )> {
+        let d = AfterSbPolicies::default();
+        let src = |full| SyncOutcome::Source { full };
+        let tgt = |full| SyncOutcome::Target { full };
+        let crashed = |mut s: SideInfo| {
+            s.crashed_primary = true;
+            s
+        };
+        let changed = |mut s: SideInfo, n| {
+            s.dirty_blocks = n;
+            s
+        };
+        let discard = |mut s: SideInfo| {
+            s.discard_my_data = true;
+            s
+        };
+        let lc = AfterSbPolicies {
+            zero_primaries: AfterSbPolicy::DiscardLeastChanges,
+            ..d
+        };
+        vec![
+            (
+                "just-created both",
+                side(u(JC, 0, 0, 0), S, I),
+                side(u(JC, 0, 0, 0), S, I),
+                d,
+                SyncOutcome::NoSync,
+                Rule::BothJustCreated,
+            ),
+            (
+                "just-created self",
+                side(u(JC, 0, 0, 0), S, I),
+                side(u(0x11, 0x4, 0, 0), P, U),
+                d,
+                tgt(true),
+                Rule::LocalJustCreated,
+            ),
+            (
+                "just-created peer (initial sync after --force)",
+                side(u(0x11, 0x4, 0, 0), P, U),
+                side(u(JC, 0, 0, 0), S, I),
+                d,
+                src(true),
+                Rule::PeerJustCreated,
+            ),
+            (
+                "equal, clean",
+                side(u(0x10, 0, 0, 0), S, C),
+                side(u(0x10, 0, 0, 0), S, C),
+                d,
+                SyncOutcome::NoSync,
+                Rule::CrashedPrimary,
+            ),
+            (
+                "crashed-primary self",
+                crashed(side(u(0x10, 0, 0, 0), S, C)),
+                side(u(0x10, 0, 0, 0), S, C),
+                d,
+                src(false),
+                Rule::CrashedPrimary,
+            ),
+            (
+                "crashed-primary peer",
+                side(u(0x10, 0, 0, 0), S, C),
+                crashed(side(u(0x10, 0, 0, 0), S, C)),
+                d,
+                tgt(false),
+                Rule::CrashedPrimary,
+            ),
+            (
+                "crashed-primary both, local yields",
+                crashed(side(u(0x10, 0, 0, 0), S, C)),
+                crashed(side(u(0x10, 0, 0, 0), S, C)),
+                d,
+                tgt(false),
+                Rule::CrashedPrimary,
+            ),
+            (
+                "resync-finished missed by self",
+                side(u(0x10, 0x20, 0, 0), S, U),
+                side(u(0x10, 0, 0x20, 0), S, U),
+                d,
+                src(false),
+                Rule::ResyncFinishedMissedBySource,
+            ),
+            (
+                "resync-finished missed by peer",
+                side(u(0x10, 0, 0x20, 0), S, U),
+                side(u(0x10, 0x20, 0, 0), S, U),
+                d,
+                tgt(false),
+                Rule::ResyncFinishedMissedByTarget,
+            ),
+            (
+                "bitmap-self: peer was away",
+                side(u(0x31, 0x21, 0, 0), P, U),
+                side(u(0x20, 0, 0x10, 0), S, C),
+                d,
+                src(false),
+                Rule::BitmapSelf,
+            ),
+            (
+                "bitmap-peer: this node was away",
+                side(u(0x20, 0, 0x10, 0), S, C),
+                side(u(0x31, 0x21, 0, 0), P, U),
+                d,
+                tgt(false),
+                Rule::BitmapPeer,
+            ),
+            (
+                "bitmap-peer: failed-over Primary returns",
+                side(u(0x20, 0, 0, 0), S, C),
+                side(u(0x40, 0x20, 0, 0), P, U),
+                d,
+                tgt(false),
+                Rule::BitmapPeer,
+            ),
+            (
+                "history-self",
+                side(u(0x50, 0, 0x40, 0x20), S, C),
+                side(u(0x20, 0, 0x10, 0), S, C),
+                d,
+                src(true),
+                Rule::HistorySelf,
+            ),
+            (
+                "history-peer",
+                side(u(0x20, 0, 0x10, 0), S, C),
+                side(u(0x50, 0, 0x40, 0x20), S, C),
+                d,
+                tgt(true),
+                Rule::HistoryPeer,
+            ),
+            (
+                "split brain, default policy disconnects",
+                side(u(0x30, 0x20, 0, 0), P, U),
+                side(u(0x40, 0x20, 0, 0), S, U),
+                d,
+                SyncOutcome::Refuse {
+                    reason: String::new(),
+                },
+                Rule::SplitBrain,
+            ),
+            (
+                "split brain, discard-least-changes",
+                changed(side(u(0x30, 0x20, 0, 0), S, U), 9),
+                changed(side(u(0x40, 0x20, 0, 0), S, U), 3),
+                lc,
+                src(false),
+                Rule::SplitBrain,
+            ),
+            (
+                "split brain, --discard-my-data here",
+                discard(side(u(0x30, 0x20, 0, 0), S, U)),
+                side(u(0x40, 0x20, 0, 0), P, U),
+                d,
+                tgt(false),
+                Rule::SplitBrain,
+            ),
+            (
+                "split brain, --discard-my-data on the peer",
+                side(u(0x30, 0x20, 0, 0), P, U),
+                discard(side(u(0x40, 0x20, 0, 0), S, U)),
+                d,
+                src(false),
+                Rule::SplitBrain,
+            ),
+            (
+                "split brain by history only",
+                side(u(0x30, 0x60, 0x20, 0), S, U),
+                side(u(0x40, 0x70, 0x20, 0), S, U),
+                d,
+                SyncOutcome::Refuse {
+                    reason: String::new(),
+                },
+                Rule::SplitBrainHistory,
+            ),
+            (
+                "unrelated data",
+                side(u(0x30, 0x60, 0x70, 0), S, U),
+                side(u(0x40, 0x80, 0x90, 0), S, U),
+                d,
+                SyncOutcome::Refuse {
+                    reason: String::new(),
+                },
+                Rule::UnrelatedData,
+            ),
+            (
+                "inconsistent disk becomes target whatever the UUIDs",
+                side(u(0x31, 0x21, 0, 0), S, I),
+                side(u(0x20, 0, 0, 0), S, C),
+                d,
+                tgt(false),
+                Rule::BitmapSelf,
+            ),
+            (
+                "a Primary never becomes SyncTarget",
+                side(u(0x20, 0, 0x10, 0), P, C),
+                side(u(0x31, 0x21, 0, 0), S, U),
+                d,
+                SyncOutcome::Refuse {
+                    reason: String::new(),
+                },
+                Rule::BitmapPeer,
+            ),
+        ]
+    }
+
+    fn strip(o: SyncOutcome) -> SyncOutcome {
+        match o {
+            SyncOutcome::Refuse { .. } => SyncOutcome::Refuse {
+                reason: String::new(),
+            },
+            o => o,
+        }
+    }
+
+    fn mirror(o: &SyncOutcome) -> SyncOutcome {
+        match o {
+            SyncOutcome::Source { full } => SyncOutcome::Target { full: *full },
+            SyncOutcome::Target { full } => SyncOutcome::Source { full: *full },
+            o => strip(o.clone()),
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        for (name, local, peer, policies, want, rule) in table() {
+            let inp = SyncInputs {
+                local,
+                peer,
+                policies,
+                local_yields_on_tie: true,
+            };
+            let d = decide_sync(&inp);
+            assert_eq!(
+                (strip(d.outcome.clone()), d.rule),
+                (want.clone(), rule),
+                "{name}"
+            );
+            // The peer, deciding from its side, reaches the mirror decision
+            // (refusals excepted where only one side is refused, e.g. a
+            // Primary that should become target refuses while the peer
+            // would be source: both end disconnected anyway).
+            let back = decide_sync(&SyncInputs {
+                local: peer,
+                peer: local,
+                policies,
+                local_yields_on_tie: false,
+            });
+            if !matches!(want, SyncOutcome::Refuse { .. }) {
+                assert_eq!(strip(back.outcome), mirror(&want), "{name} (mirrored)");
+            }
+        }
+    }
+
+    #[test]
+    fn refusal_reasons_say_what_to_do() {
+        let d = AfterSbPolicies::default();
+        let sb = decide_sync(&SyncInputs {
+            local: side(u(0x30, 0x20, 0, 0), P, U),
+            peer: side(u(0x40, 0x20, 0, 0), S, U),
+            policies: d,
+            local_yields_on_tie: true,
+        });
+        assert!(sb.split_brain);
+        assert_eq!(
+            sb.outcome,
+            SyncOutcome::Refuse { reason: "split brain detected: both nodes changed the data while disconnected; on the node whose changes to discard run `hadisk connect RES --discard-my-data`, then `hadisk connect RES` on the other".into() }
+        );
+        let un = decide_sync(&SyncInputs {
+            local: side(u(0x30, 0, 0, 0), S, U),
+            peer: side(u(0x40, 0, 0, 0), S, U),
+            policies: d,
+            local_yields_on_tie: true,
+        });
+        assert_eq!(
+            un.outcome,
+            SyncOutcome::Refuse { reason: "unrelated data: the nodes share no generation UUID; refusing to connect (recreate the metadata of the node to overwrite)".into() }
+        );
+        assert_eq!(Rule::SplitBrain.to_string(), "split-brain (rule 90)");
+    }
+
+    fn arb_uuid() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0u64),
+            Just(JC),
+            (1u64..6).prop_map(|x| x << 4),
+            (1u64..6).prop_map(|x| (x << 4) | 1)
+        ]
+    }
+
+    fn arb_side() -> impl Strategy<Value = SideInfo> {
+        (
+            arb_uuid(),
+            arb_uuid(),
+            arb_uuid(),
+            arb_uuid(),
+            any::<bool>(),
+            0u8..3,
+            any::<bool>(),
+            0u64..3,
+        )
+            .prop_map(|(c, b, h0, h1, p, disk, crashed, n)| SideInfo {
+                uuids: u(c, b, h0, h1),
+                role: if p { P } else { S },
+                disk: [I, C, U][disk as usize],
+                crashed_primary: crashed,
+                dirty_blocks: n,
+                discard_my_data: false,
+            })
+    }
+
+    proptest! {
+        /// Never both sources or both targets: evaluated on both nodes the
+        /// decision is complementary, or at least one side refuses.
+        #[test]
+        fn decisions_are_complementary(a in arb_side(), b in arb_side()) {
+            let p = AfterSbPolicies::default();
+            let x = decide_sync(&SyncInputs { local: a, peer: b, policies: p, local_yields_on_tie: true }).outcome;
+            let y = decide_sync(&SyncInputs { local: b, peer: a, policies: p, local_yields_on_tie: false }).outcome;
+            let refused = matches!(x, SyncOutcome::Refuse { .. }) || matches!(y, SyncOutcome::Refuse { .. });
+            if !refused {
+                prop_assert_eq!(mirror(&x), strip(y));
+            }
+        }
     }
 }

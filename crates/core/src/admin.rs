@@ -1,0 +1,211 @@
+//! Admin commands: promotion rules, demotion, connect/disconnect, and the
+//! peer's side of two-phase promotion.
+//!
+//! Promotion rules (DRBD's, single-Primary):
+//! * refused while the peer is Primary (or we granted it promotion);
+//! * refused for a disk that is not UpToDate unless `--force`, and `--force`
+//!   is refused while connected (the peer may hold better data);
+//! * while connected, promotion asks the peer first (`PromoteRequest`); the
+//!   peer refuses when it is Primary or promoting itself, so two connected
+//!   nodes never both become Primary;
+//! * while disconnected, promotion starts a new data generation;
+//! * the role changes only once the superblock's Primary flag is durable,
+//!   so a crash after the first write is always seen as a crashed Primary.
+//!
+//! Demotion flushes both disks, then clears the Primary flag.
+
+use hadisk_peer_proto::{DiskState, Message, Role};
+
+use crate::event::{Action, AdminOp, CmdId};
+use crate::generation::new_generation;
+use crate::resource::{FlushThen, Link, MetaWaiter, Resource};
+use crate::states::Connection;
+use crate::CoreError;
+
+impl Resource {
+    pub(crate) fn admin(&mut self, cmd: CmdId, op: AdminOp) {
+        let result = match op {
+            AdminOp::Promote { force } => self.promote(cmd, force),
+            AdminOp::Demote => self.demote(cmd),
+            AdminOp::Connect { discard_my_data } => {
+                if self.conn == Connection::StandAlone {
+                    self.discard_my_data = discard_my_data;
+                    self.last_error = None;
+                    self.set_conn(Connection::Connecting);
+                    self.out.push(Action::Dial);
+                }
+                Ok(Some(()))
+            }
+            AdminOp::Disconnect => {
+                if !matches!(self.link, Link::Down) {
+                    let reason = "disconnected by the administrator".to_string();
+                    self.send(Message::Disconnect {
+                        reason: reason.clone(),
+                    });
+                    self.set_conn(Connection::StandAlone);
+                    self.out.push(Action::CloseLink {
+                        reason: reason.clone(),
+                        redial: false,
+                    });
+                    self.link_down(&reason, true);
+                } else if self.conn != Connection::StandAlone {
+                    self.set_conn(Connection::StandAlone);
+                    let reason = "disconnected by the administrator".to_string();
+                    self.out.push(Action::CloseLink {
+                        reason,
+                        redial: false,
+                    });
+                }
+                Ok(Some(()))
+            }
+        };
+        match result {
+            Ok(Some(())) => self.out.push(Action::AdminDone {
+                cmd,
+                result: Ok(()),
+            }),
+            Ok(None) => {}
+            Err(e) => self.out.push(Action::AdminDone {
+                cmd,
+                result: Err(e),
+            }),
+        }
+    }
+
+    /// `Ok(None)`: answered later.
+    fn promote(&mut self, cmd: CmdId, force: bool) -> Result<Option<()>, CoreError> {
+        if self.role == Role::Primary && !self.demoting {
+            return Ok(Some(()));
+        }
+        if self.promoting.is_some() || self.demoting {
+            return Err(CoreError::Busy);
+        }
+        if matches!(self.link, Link::Handshake(_)) {
+            return Err(CoreError::Handshaking);
+        }
+        if self.disk < DiskState::Inconsistent {
+            return Err(CoreError::NoUsableDisk { disk: self.disk });
+        }
+        if self.link_is_up() {
+            if self.peer_role == Role::Primary || self.granted_peer {
+                return Err(CoreError::PeerIsPrimary);
+            }
+            if self.disk != DiskState::UpToDate {
+                return Err(if force {
+                    CoreError::ForceWhileConnected {
+                        replication: self.repl,
+                    }
+                } else {
+                    CoreError::NotUpToDate { disk: self.disk }
+                });
+            }
+            let seq = self.next_io().0;
+            self.promoting = Some((cmd, Some(seq)));
+            self.send(Message::PromoteRequest { seq });
+            return Ok(None);
+        }
+        if self.disk != DiskState::UpToDate && !force {
+            return Err(CoreError::NotUpToDate { disk: self.disk });
+        }
+        self.promoting = Some((cmd, None));
+        let fresh = self.next_random();
+        self.sb.uuids = new_generation(&self.sb.uuids, fresh, true);
+        self.persist_primary();
+        Ok(None)
+    }
+
+    fn persist_primary(&mut self) {
+        self.sb.primary = true;
+        self.sb.consistent = true;
+        self.sb.was_up_to_date = true;
+        self.sb.peer_outdated = !self.link_is_up();
+        let seq = self.queue_meta(None, true);
+        if let Some((cmd, _)) = self.promoting {
+            self.wait_meta(seq, MetaWaiter::Promoted(cmd));
+        }
+    }
+
+    pub(crate) fn promoted(&mut self, cmd: CmdId) {
+        if self.promoting.map(|(c, _)| c) != Some(cmd) {
+            return;
+        }
+        self.promoting = None;
+        self.set_disk(DiskState::UpToDate);
+        self.set_role(Role::Primary);
+        if !self.link_is_up() {
+            self.set_peer_disk(Some(DiskState::Outdated));
+        }
+        self.send_state();
+        self.out.push(Action::AdminDone {
+            cmd,
+            result: Ok(()),
+        });
+    }
+
+    pub(crate) fn peer_promote_request(&mut self, seq: u64) {
+        let granted = self.role != Role::Primary && self.promoting.is_none() && self.link_is_up();
+        if granted {
+            self.granted_peer = true;
+        }
+        self.send(Message::PromoteReply { seq, granted });
+    }
+
+    pub(crate) fn peer_promote_reply(&mut self, seq: u64, granted: bool) {
+        let Some((cmd, Some(want))) = self.promoting else {
+            return;
+        };
+        if want != seq {
+            return;
+        }
+        if granted {
+            self.persist_primary();
+        } else {
+            self.promoting = None;
+            self.out.push(Action::AdminDone {
+                cmd,
+                result: Err(CoreError::PromotionDenied),
+            });
+        }
+    }
+
+    fn demote(&mut self, cmd: CmdId) -> Result<Option<()>, CoreError> {
+        if self.role != Role::Primary {
+            return Ok(Some(()));
+        }
+        if self.promoting.is_some() || self.demoting {
+            return Err(CoreError::Busy);
+        }
+        if !self.writes.is_empty() {
+            return Err(CoreError::WritesInFlight {
+                writes: self.writes.len(),
+            });
+        }
+        self.demoting = true;
+        self.issue_flush(FlushThen::Demote(cmd));
+        Ok(None)
+    }
+
+    pub(crate) fn demote_flushed(&mut self, cmd: CmdId, ok: bool) {
+        if !ok {
+            self.demoting = false;
+            self.out.push(Action::AdminDone {
+                cmd,
+                result: Err(CoreError::LocalIo { disk: self.disk }),
+            });
+            return;
+        }
+        self.sb.primary = false;
+        let seq = self.queue_meta(None, true);
+        self.wait_meta(seq, MetaWaiter::Demoted(cmd));
+    }
+
+    pub(crate) fn demoted(&mut self, cmd: CmdId) {
+        self.demoting = false;
+        self.set_role(Role::Secondary);
+        self.send_state();
+        self.out.push(Action::AdminDone {
+            cmd,
+            result: Ok(()),
+        });
+    }
+}

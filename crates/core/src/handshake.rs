@@ -1,0 +1,287 @@
+//! The replication handshake after authentication, and losing the link.
+//!
+//! Both sides send `Params` (sizes, UUIDs, states) and their whole dirty
+//! bitmap (non-empty pages, the last chunk flagged); each then evaluates
+//! [`decide_sync`] on the same two snapshots, with complementary
+//! tie-breakers, so both reach complementary decisions without another
+//! round trip. Both merge the peer's bitmap: the target walks the merged
+//! bitmap, the source clears it as the target confirms.
+//!
+//! Invariants: application writes wait while the handshake runs (the bitmap
+//! we sent must stay complete); a refusal leaves both sides StandAlone with
+//! the reason in `status`.
+
+use bytes::Bytes;
+use hadisk_bitmap::{DirtyBitmap, BITMAP_PAGE_BYTES, BLOCKS_PER_PAGE};
+use hadisk_peer_proto::{DiskState, Message, Params, Role};
+
+use crate::event::Action;
+use crate::generation::new_generation;
+use crate::resource::{Handshake, Link, Resource};
+use crate::states::{Connection, Replication};
+use crate::uuid::{decide_sync, SideInfo, SyncInputs, SyncOutcome};
+
+impl Resource {
+    pub(crate) fn my_params(&self) -> Params {
+        Params {
+            size_bytes: self.cfg.size_bytes,
+            uuids: self.sb.uuids,
+            dirty_blocks: self.bitmap.dirty_blocks(),
+            role: self.role,
+            disk: self.disk,
+            crashed_primary: self.sb.crashed_primary,
+            discard_my_data: self.discard_my_data,
+        }
+    }
+
+    pub(crate) fn link_up(&mut self) {
+        if self.conn == Connection::StandAlone || !matches!(self.link, Link::Down) {
+            let reason = "not expecting a connection (StandAlone or already connected)".to_string();
+            self.out.push(Action::CloseLink {
+                reason,
+                redial: self.conn != Connection::StandAlone,
+            });
+            return;
+        }
+        let Ok(peer_bitmap) = DirtyBitmap::new(self.cfg.size_bytes) else {
+            return;
+        };
+        self.link_epoch += 1;
+        let sent = self.my_params();
+        self.link = Link::Handshake(Box::new(Handshake {
+            sent,
+            peer: None,
+            peer_bitmap,
+            got_last_chunk: false,
+        }));
+        self.send(Message::Params(sent));
+        let pages = self.bitmap.pages();
+        for page in 0..pages {
+            let last = page + 1 == pages;
+            let Ok(bytes) = self.bitmap.page_bytes(page) else {
+                continue;
+            };
+            if !last && bytes.iter().all(|b| *b == 0) {
+                continue;
+            }
+            let bits = Bytes::from(bytes);
+            self.send(Message::BitmapChunk {
+                first_block: page * BLOCKS_PER_PAGE,
+                bits,
+                last,
+            });
+        }
+        if pages == 0 {
+            self.send(Message::BitmapChunk {
+                first_block: 0,
+                bits: Bytes::new(),
+                last: true,
+            });
+        }
+    }
+
+    fn handshake_mut(&mut self) -> Option<&mut Handshake> {
+        match &mut self.link {
+            Link::Handshake(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn peer_params(&mut self, p: Params) {
+        if p.size_bytes != self.cfg.size_bytes {
+            let reason = format!(
+                "the peer's disk has {} usable bytes, this node's {}: use disks of the same size",
+                p.size_bytes, self.cfg.size_bytes
+            );
+            self.refuse(reason);
+            return;
+        }
+        let Some(h) = self.handshake_mut() else {
+            self.protocol_error("Params outside the handshake".into());
+            return;
+        };
+        h.peer = Some(p);
+        self.maybe_decide();
+    }
+
+    pub(crate) fn peer_bitmap_chunk(&mut self, first_block: u64, bits: &[u8], last: bool) {
+        let Some(h) = self.handshake_mut() else {
+            self.protocol_error("bitmap outside the handshake".into());
+            return;
+        };
+        let mut err = None;
+        if !bits.is_empty() {
+            if !first_block.is_multiple_of(BLOCKS_PER_PAGE) || bits.len() != BITMAP_PAGE_BYTES {
+                err = Some(format!(
+                    "bitmap chunk at block {first_block} of {} bytes is not one page",
+                    bits.len()
+                ));
+            } else if let Err(e) = h.peer_bitmap.load_page(first_block / BLOCKS_PER_PAGE, bits) {
+                err = Some(format!("bad bitmap chunk from the peer: {e}"));
+            }
+        }
+        if let Some(e) = err {
+            self.protocol_error(e);
+            return;
+        }
+        h.got_last_chunk |= last;
+        self.maybe_decide();
+    }
+
+    fn maybe_decide(&mut self) {
+        let Link::Handshake(h) = &self.link else {
+            return;
+        };
+        let (Some(peer), true) = (h.peer, h.got_last_chunk) else {
+            return;
+        };
+        let side = |p: &Params| SideInfo {
+            uuids: p.uuids,
+            role: p.role,
+            disk: p.disk,
+            crashed_primary: p.crashed_primary,
+            dirty_blocks: p.dirty_blocks,
+            discard_my_data: p.discard_my_data,
+        };
+        let inputs = SyncInputs {
+            local: side(&h.sent),
+            peer: side(&peer),
+            policies: self.cfg.policies,
+            local_yields_on_tie: self.cfg.yields_on_tie,
+        };
+        let decision = decide_sync(&inputs);
+        let Link::Handshake(h) = std::mem::replace(&mut self.link, Link::Up) else {
+            return;
+        };
+        if let SyncOutcome::Refuse { reason } = decision.outcome {
+            self.link = Link::Handshake(h);
+            self.refuse(format!("{reason} [{}]", decision.rule));
+            return;
+        }
+        let _ = self.bitmap.merge(&h.peer_bitmap);
+        self.connected(&peer, decision.outcome);
+    }
+
+    fn connected(&mut self, peer: &Params, outcome: SyncOutcome) {
+        self.last_error = None;
+        self.discard_my_data = false;
+        self.peer_uuids = peer.uuids;
+        self.set_conn(Connection::Connected);
+        self.set_peer_role(peer.role);
+        self.set_peer_disk(Some(peer.disk));
+        let outcome = match outcome {
+            SyncOutcome::NoSync if !self.bitmap.is_clean() => {
+                // Equal generations but bits set (e.g. a NegAck): the
+                // Primary's copy, else the tie-breaker's, is the source.
+                let source = self.role == Role::Primary
+                    || (peer.role != Role::Primary && !self.cfg.yields_on_tie);
+                if source {
+                    SyncOutcome::Source { full: false }
+                } else {
+                    SyncOutcome::Target { full: false }
+                }
+            }
+            o => o,
+        };
+        let good = |d: DiskState| {
+            if d >= DiskState::Outdated {
+                DiskState::UpToDate
+            } else {
+                d
+            }
+        };
+        match outcome {
+            SyncOutcome::Source { full } => {
+                if full {
+                    self.bitmap.set_all();
+                }
+                self.set_disk(good(self.disk));
+                self.set_peer_disk(Some(DiskState::Inconsistent));
+                self.set_repl(Replication::SyncSource);
+                self.start_progress();
+            }
+            SyncOutcome::Target { full } => {
+                if full {
+                    self.bitmap.set_all();
+                }
+                self.set_peer_disk(Some(good(peer.disk)));
+                self.start_target();
+            }
+            SyncOutcome::NoSync | SyncOutcome::Refuse { .. } => {
+                self.set_disk(good(self.disk));
+                self.set_peer_disk(Some(good(peer.disk)));
+                self.set_repl(Replication::Established);
+            }
+        }
+        // A crashed Primary's AL bits are in the bitmap now (persisted with
+        // this metadata write); a peer that needs nothing is not outdated.
+        let clear_outdated = self.sb.peer_outdated && self.repl == Replication::Established;
+        if self.sb.crashed_primary || clear_outdated {
+            self.sb.crashed_primary = false;
+            self.sb.peer_outdated &= !clear_outdated;
+            self.queue_meta(None, true);
+        }
+        self.pump();
+    }
+
+    /// Refuses the connection: both sides end StandAlone.
+    fn refuse(&mut self, reason: String) {
+        self.send(Message::Disconnect {
+            reason: reason.clone(),
+        });
+        self.out.push(Action::CloseLink {
+            reason: reason.clone(),
+            redial: false,
+        });
+        self.last_error = Some(reason.clone());
+        self.link_down(&reason, true);
+        self.set_conn(Connection::StandAlone);
+    }
+
+    /// The link is gone (`by_us`: we closed it and already told the driver).
+    pub(crate) fn link_down(&mut self, reason: &str, by_us: bool) {
+        let was = std::mem::replace(&mut self.link, Link::Down);
+        if matches!(was, Link::Down) {
+            return;
+        }
+        let had_our_data =
+            matches!(was, Link::Up) && self.peer_disk.is_some_and(|d| d >= DiskState::Inconsistent);
+        self.link_epoch += 1;
+        self.set_repl(Replication::Off);
+        self.set_peer_role(Role::Unknown);
+        self.granted_peer = false;
+        if self.conn != Connection::StandAlone {
+            self.set_conn(Connection::Connecting);
+            if !by_us {
+                self.out.push(Action::Dial);
+            }
+        }
+        if let Some((cmd, Some(_))) = self.promoting {
+            self.promoting = None;
+            self.out.push(Action::AdminDone {
+                cmd,
+                result: Err(crate::CoreError::PromotionInterrupted),
+            });
+        }
+        self.target = None;
+        self.progress = None;
+        self.secondary_lost_peer();
+        self.primary_lost_peer();
+        if self.role == Role::Primary && had_our_data {
+            // The peer misses whatever we write from now on: a new data
+            // generation, so that a reconnect syncs in the right direction
+            // and a promoted peer is detected as split brain.
+            let fresh = self.next_random();
+            self.sb.uuids = new_generation(&self.sb.uuids, fresh, true);
+            self.sb.peer_outdated = true;
+            self.set_peer_disk(Some(DiskState::Outdated));
+            self.queue_meta(None, true);
+        } else if self.role == Role::Primary {
+            self.set_peer_disk(Some(DiskState::Outdated));
+        } else {
+            self.set_peer_disk(None);
+        }
+        let _ = reason;
+        self.pump();
+    }
+}

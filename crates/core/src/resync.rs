@@ -1,0 +1,273 @@
+//! The resync: the target walks the (merged) bitmap and requests dirty runs;
+//! the source reads them under the range lock and sends them; the target
+//! writes them, clears its bits and confirms with `InSync`, on which the
+//! source clears its bits.
+//!
+//! Invariants:
+//! * The target sends no request before its Inconsistent state is durable,
+//!   and declares itself UpToDate (adopting the source's current UUID) only
+//!   after a local flush once no bit is left.
+//! * The source holds the range lock from the read until `ResyncData` is
+//!   queued on the link, so an application write to the same blocks is
+//!   sent either wholly before the read or after the resync data: the
+//!   target never ends with the older data.
+//! * A range the target confirmed stays unstable on the source (re-marked if
+//!   the link drops) until a flush of both disks.
+
+use bytes::Bytes;
+use hadisk_bitmap::BLOCK_BYTES;
+use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
+
+use crate::event::{Action, IoId};
+use crate::generation::{finish_sync_source, finish_sync_target};
+use crate::resource::{MetaWaiter, Queued, Resource, SourceRead, SyncProgress, TargetSync};
+use crate::states::Replication;
+
+impl Resource {
+    pub(crate) fn start_progress(&mut self) {
+        self.progress = Some(SyncProgress {
+            total_blocks: self.bitmap.dirty_blocks(),
+            started_ms: self.now_ms,
+        });
+    }
+
+    /// Becomes SyncTarget: persist Inconsistent, then request.
+    pub(crate) fn start_target(&mut self) {
+        self.set_repl(Replication::SyncTarget);
+        self.set_disk(DiskState::Inconsistent);
+        self.sb.consistent = false;
+        self.sb.was_up_to_date = false;
+        self.target = Some(TargetSync::default());
+        self.start_progress();
+        let seq = self.queue_meta(None, true);
+        self.wait_meta(seq, MetaWaiter::StartTarget);
+    }
+
+    pub(crate) fn target_persisted(&mut self) {
+        if let Some(t) = self.target.as_mut() {
+            t.started = true;
+        }
+        self.target_pump();
+    }
+
+    fn chunk_blocks(&self) -> u64 {
+        (u64::from(self.cfg.resync_chunk_bytes) / BLOCK_BYTES)
+            .clamp(1, crate::rangelock::MAX_LOCK_SPAN_BLOCKS - 1)
+    }
+
+    /// Sends requests up to the in-flight limit; finishes when nothing is
+    /// left.
+    pub(crate) fn target_pump(&mut self) {
+        let chunk = self.chunk_blocks();
+        let limit = self.cfg.resync_requests.max(1);
+        let mut requests = Vec::new();
+        {
+            let Some(t) = self.target.as_mut() else {
+                return;
+            };
+            if !t.started || t.finishing.is_some() {
+                return;
+            }
+            let mut wrapped = false;
+            while t.inflight.len() + requests.len() < limit {
+                match self.bitmap.next_dirty_run(t.cursor, chunk) {
+                    Some(run) => {
+                        // Skip a run that is already requested.
+                        if t.inflight
+                            .values()
+                            .any(|(f, n)| run.start < f + n && *f < run.end)
+                        {
+                            t.cursor = run.end;
+                            continue;
+                        }
+                        requests.push((run.start, run.end - run.start));
+                        t.cursor = run.end;
+                    }
+                    None if !wrapped && !self.bitmap.is_clean() => {
+                        wrapped = true;
+                        t.cursor = 0;
+                    }
+                    None => break,
+                }
+            }
+        }
+        for (first, n) in requests {
+            let seq = self.next_io().0;
+            let offset_bytes = first * BLOCK_BYTES;
+            let len_bytes = (n * BLOCK_BYTES).min(self.cfg.size_bytes - offset_bytes) as u32;
+            if let Some(t) = self.target.as_mut() {
+                t.inflight.insert(seq, (first, n));
+            }
+            self.send(Message::ResyncRequest {
+                seq,
+                offset_bytes,
+                len_bytes,
+            });
+        }
+        let done =
+            self.target.as_ref().is_some_and(|t| t.inflight.is_empty()) && self.bitmap.is_clean();
+        if done {
+            let io = self.next_io();
+            if let Some(t) = self.target.as_mut() {
+                t.finishing = Some(io);
+            }
+            self.out.push(Action::FlushLocal { io });
+        }
+    }
+
+    pub(crate) fn resync_data_expected(&self, seq: u64, offset_bytes: u64, len_bytes: u64) -> bool {
+        let Some(t) = self.target.as_ref() else {
+            return false;
+        };
+        t.inflight
+            .get(&seq)
+            .is_some_and(|(first, _)| first * BLOCK_BYTES == offset_bytes && len_bytes > 0)
+    }
+
+    pub(crate) fn resync_write_done(&mut self, seq: u64, offset_bytes: u64, len_bytes: u64) {
+        let Some(t) = self.target.as_mut() else {
+            return;
+        };
+        let Some((first, n)) = t.inflight.remove(&seq) else {
+            return;
+        };
+        let _ = self.bitmap.clear_blocks(first..first + n);
+        self.send(Message::InSync {
+            seq,
+            offset_bytes,
+            len_bytes: len_bytes as u32,
+        });
+        self.target_pump();
+    }
+
+    pub(crate) fn target_flush_done(&mut self, ok: bool) {
+        if !ok {
+            self.disk_failed();
+            return;
+        }
+        self.sb.uuids = finish_sync_target(&self.sb.uuids, self.peer_uuids.current);
+        self.sb.consistent = true;
+        self.sb.was_up_to_date = true;
+        self.sb.crashed_primary = false;
+        let seq = self.queue_meta(None, true);
+        self.wait_meta(seq, MetaWaiter::FinishTarget);
+    }
+
+    pub(crate) fn target_finished(&mut self) {
+        if self.target.take().is_none() {
+            return;
+        }
+        self.progress = None;
+        self.set_disk(DiskState::UpToDate);
+        self.set_repl(Replication::Established);
+        self.send_state();
+    }
+
+    // ---- source side ----
+
+    pub(crate) fn resync_request(&mut self, seq: u64, offset_bytes: u64, len_bytes: u32) {
+        let max = (crate::rangelock::MAX_LOCK_SPAN_BLOCKS - 1) * BLOCK_BYTES;
+        if u64::from(len_bytes) > max
+            || self
+                .check_range(offset_bytes, u64::from(len_bytes))
+                .is_err()
+        {
+            self.protocol_error(format!(
+                "bad resync request: {len_bytes} bytes at offset {offset_bytes}"
+            ));
+            return;
+        }
+        if !self.link_is_up() || self.disk < DiskState::Outdated {
+            self.protocol_error("resync requested from a node that is not a sync source".into());
+            return;
+        }
+        let id = self.next_io();
+        let r = SourceRead {
+            seq,
+            offset_bytes,
+            len_bytes,
+            epoch: self.link_epoch,
+            issued: false,
+        };
+        self.source_reads.insert(id, r);
+        self.queue.push_back(Queued::ResyncRead(id));
+        self.pump();
+    }
+
+    pub(crate) fn issue_source_read(&mut self, id: IoId) {
+        let Some(r) = self.source_reads.get_mut(&id) else {
+            return;
+        };
+        r.issued = true;
+        let action = Action::ReadLocal {
+            io: id,
+            offset_bytes: r.offset_bytes,
+            len_bytes: r.len_bytes,
+        };
+        self.out.push(action);
+    }
+
+    pub(crate) fn read_done(&mut self, id: IoId, data: Option<Bytes>) {
+        let Some(r) = self.source_reads.remove(&id) else {
+            return;
+        };
+        let current = r.epoch == self.link_epoch;
+        match data {
+            Some(data) if data.len() == r.len_bytes as usize => {
+                if current {
+                    self.send(Message::ResyncData {
+                        seq: r.seq,
+                        offset_bytes: r.offset_bytes,
+                        data,
+                    });
+                }
+            }
+            _ => self.disk_failed(),
+        }
+        self.unlock_span(r.offset_bytes, u64::from(r.len_bytes));
+        self.pump();
+    }
+
+    /// The target has the range: clear it here (until a flush it stays
+    /// unstable, re-marked if the link drops).
+    pub(crate) fn peer_in_sync(&mut self, offset_bytes: u64, len_bytes: u32) {
+        let len = u64::from(len_bytes);
+        if self.check_range(offset_bytes, len).is_err() {
+            self.protocol_error(format!(
+                "bad in-sync range: {len_bytes} bytes at {offset_bytes}"
+            ));
+            return;
+        }
+        let _ = self.bitmap.clear_bytes(offset_bytes, len);
+        self.push_unstable(offset_bytes, len, true, false);
+    }
+
+    /// A peer state change; a SyncTarget reporting UpToDate ends our resync.
+    pub(crate) fn peer_state(&mut self, role: Role, disk: DiskState, uuids: Uuids) {
+        if role == Role::Primary && self.role == Role::Primary {
+            self.protocol_error("the peer became Primary while this node is Primary".into());
+            return;
+        }
+        if role != Role::Primary || self.granted_peer {
+            self.granted_peer = false;
+        }
+        self.set_peer_role(role);
+        self.peer_uuids = uuids;
+        self.set_peer_disk(Some(disk));
+        if self.repl == Replication::SyncSource && disk == DiskState::UpToDate {
+            self.finish_source();
+        }
+    }
+
+    fn finish_source(&mut self) {
+        self.sb.uuids = finish_sync_source(&self.sb.uuids);
+        self.sb.peer_outdated = false;
+        self.sb.crashed_primary = false;
+        // The target flushed before reporting UpToDate: resync ranges it
+        // confirmed are durable there.
+        self.unstable.retain(|u| u.al_held || !u.on_peer);
+        self.progress = None;
+        self.set_repl(Replication::Established);
+        self.queue_meta(None, true);
+    }
+}

@@ -1,0 +1,496 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Behaviour of the core driven step by step: two resources, their disks
+//! as sector maps, and the link as two FIFO queues. Each test controls
+//! exactly which I/O completes and which message is delivered when.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use hadisk_bitmap::DirtyBitmap;
+use hadisk_core::{
+    Action, AdminOp, Attached, CmdId, Config, Connection, CoreError, Event, IoId, Replication,
+    ReqId, Resource, SuperblockState,
+};
+use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
+
+const SIZE: u64 = 64 << 20;
+const SECTOR: u64 = 512;
+
+struct Node {
+    r: Resource,
+    disk: BTreeMap<u64, u8>,
+    io: Vec<Action>,
+    done: Vec<(ReqId, Result<(), CoreError>)>,
+    admin: Vec<(CmdId, Result<(), CoreError>)>,
+    outbox: VecDeque<Message>,
+    meta_writes: usize,
+    dials: usize,
+}
+
+fn fresh(yields: bool) -> Node {
+    let attached = Attached {
+        superblock: SuperblockState {
+            uuids: Uuids::just_created(),
+            consistent: false,
+            was_up_to_date: false,
+            primary: false,
+            crashed_primary: false,
+            peer_outdated: false,
+        },
+        bitmap: DirtyBitmap::new(SIZE).unwrap(),
+        al_slots: vec![None; 7],
+    };
+    let mut cfg = Config::new(SIZE, yields, if yields { 1 } else { 2 });
+    cfg.al_extents = 7;
+    cfg.resync_chunk_bytes = 4 << 20;
+    let (r, actions) = Resource::new(cfg, attached).unwrap();
+    let mut n = Node {
+        r,
+        disk: BTreeMap::new(),
+        io: Vec::new(),
+        done: Vec::new(),
+        admin: Vec::new(),
+        outbox: VecDeque::new(),
+        meta_writes: 0,
+        dials: 0,
+    };
+    n.absorb(actions);
+    n
+}
+
+impl Node {
+    fn ev(&mut self, e: Event) {
+        let a = self.r.handle(0, e);
+        self.absorb(a);
+    }
+
+    fn absorb(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send(m) => self.outbox.push_back(m),
+                Action::ClientDone { req, result } => self.done.push((req, result)),
+                Action::AdminDone { cmd, result } => self.admin.push((cmd, result)),
+                Action::Transition { .. } | Action::CloseLink { .. } => {}
+                Action::Dial => self.dials += 1,
+                Action::WriteMeta { .. } => {
+                    self.meta_writes += 1;
+                    self.io.push(a)
+                }
+                other => self.io.push(other),
+            }
+        }
+    }
+
+    /// Completes every pending I/O (repeating until none is left).
+    fn finish_io(&mut self) {
+        while !self.io.is_empty() {
+            for a in std::mem::take(&mut self.io) {
+                self.complete(a);
+            }
+        }
+    }
+
+    fn complete(&mut self, a: Action) {
+        match a {
+            Action::WriteLocal {
+                io,
+                offset_bytes,
+                data,
+                ..
+            } => {
+                for (i, chunk) in data.chunks(SECTOR as usize).enumerate() {
+                    self.disk.insert(offset_bytes / SECTOR + i as u64, chunk[0]);
+                }
+                self.ev(Event::IoDone { io, ok: true });
+            }
+            Action::ReadLocal {
+                io,
+                offset_bytes,
+                len_bytes,
+            } => {
+                let mut v = vec![0u8; len_bytes as usize];
+                for (i, chunk) in v.chunks_mut(SECTOR as usize).enumerate() {
+                    chunk[0] = *self
+                        .disk
+                        .get(&(offset_bytes / SECTOR + i as u64))
+                        .unwrap_or(&0);
+                }
+                self.ev(Event::ReadDone {
+                    io,
+                    data: Some(Bytes::from(v)),
+                });
+            }
+            Action::FlushLocal { io } | Action::WriteMeta { io, .. } => {
+                self.ev(Event::IoDone { io, ok: true })
+            }
+            _ => {}
+        }
+    }
+
+    fn write(&mut self, req: u64, offset: u64, len: u64, tag: u8) {
+        let data = Bytes::from(vec![tag; len as usize]);
+        self.ev(Event::ClientWrite {
+            req: ReqId(req),
+            offset_bytes: offset,
+            data,
+            fua: false,
+        });
+    }
+
+    fn admin(&mut self, cmd: u64, op: AdminOp) -> Option<Result<(), CoreError>> {
+        self.ev(Event::Admin {
+            cmd: CmdId(cmd),
+            op,
+        });
+        self.admin
+            .iter()
+            .find(|(c, _)| *c == CmdId(cmd))
+            .map(|(_, r)| r.clone())
+    }
+
+    fn result(&self, req: u64) -> Option<Result<(), CoreError>> {
+        self.done
+            .iter()
+            .find(|(r, _)| *r == ReqId(req))
+            .map(|(_, r)| r.clone())
+    }
+
+    fn has_io(&self, pred: impl Fn(&Action) -> bool) -> bool {
+        self.io.iter().any(pred)
+    }
+}
+
+/// Delivers every queued message both ways, with all I/O completing,
+/// until nothing moves.
+fn settle(a: &mut Node, b: &mut Node) {
+    loop {
+        a.finish_io();
+        b.finish_io();
+        if a.outbox.is_empty() && b.outbox.is_empty() {
+            break;
+        }
+        while let Some(m) = a.outbox.pop_front() {
+            b.ev(Event::Peer(m));
+        }
+        while let Some(m) = b.outbox.pop_front() {
+            a.ev(Event::Peer(m));
+        }
+    }
+}
+
+fn connect(a: &mut Node, b: &mut Node) {
+    assert_eq!(
+        a.admin(
+            900,
+            AdminOp::Connect {
+                discard_my_data: false
+            }
+        ),
+        Some(Ok(()))
+    );
+    assert_eq!(
+        b.admin(
+            900,
+            AdminOp::Connect {
+                discard_my_data: false
+            }
+        ),
+        Some(Ok(()))
+    );
+    a.ev(Event::LinkUp);
+    b.ev(Event::LinkUp);
+}
+
+fn cut(a: &mut Node, b: &mut Node) {
+    a.outbox.clear();
+    b.outbox.clear();
+    a.ev(Event::LinkDown {
+        reason: "test".into(),
+    });
+    b.ev(Event::LinkDown {
+        reason: "test".into(),
+    });
+}
+
+/// A new pair, A forced Primary, initial sync done.
+fn synced_pair() -> (Node, Node) {
+    let mut a = fresh(false);
+    let mut b = fresh(true);
+    assert_eq!(a.r.disk(), DiskState::Inconsistent);
+    a.admin(1, AdminOp::Promote { force: true });
+    a.finish_io();
+    assert_eq!(a.admin.last().unwrap(), &(CmdId(1), Ok(())));
+    connect(&mut a, &mut b);
+    settle(&mut a, &mut b);
+    (a, b)
+}
+
+#[test]
+fn initial_sync_after_force_copies_everything_and_reports_progress() {
+    let mut a = fresh(false);
+    let mut b = fresh(true);
+    a.write(1, 0, 4096, 7); // refused: not Primary yet
+    assert_eq!(a.result(1), Some(Err(CoreError::NotPrimary)));
+    assert_eq!(
+        a.admin(2, AdminOp::Promote { force: false }),
+        Some(Err(CoreError::NotUpToDate {
+            disk: DiskState::Inconsistent
+        }))
+    );
+    a.admin(3, AdminOp::Promote { force: true });
+    a.finish_io();
+    assert_eq!(a.r.role(), Role::Primary);
+    a.write(4, 8192, 4096, 9);
+    a.finish_io();
+    assert_eq!(a.result(4), Some(Ok(())));
+    connect(&mut a, &mut b);
+    // Handshake only: deliver params and bitmaps, no I/O yet.
+    while let Some(m) = a.outbox.pop_front() {
+        b.ev(Event::Peer(m));
+    }
+    while let Some(m) = b.outbox.pop_front() {
+        a.ev(Event::Peer(m));
+    }
+    assert_eq!(a.r.replication(), Replication::SyncSource);
+    assert_eq!(b.r.replication(), Replication::SyncTarget);
+    let st = a.r.status(1000);
+    assert_eq!(st.out_of_sync_bytes, SIZE);
+    assert_eq!(st.resync.as_ref().unwrap().done_bytes, 0);
+    settle(&mut a, &mut b);
+    assert_eq!(a.r.replication(), Replication::Established);
+    assert_eq!(b.r.replication(), Replication::Established);
+    assert_eq!(b.r.disk(), DiskState::UpToDate);
+    assert_eq!(a.r.status(2000).out_of_sync_bytes, 0);
+    assert_eq!(b.disk.get(&16), Some(&9));
+    assert_eq!(a.r.status(0).uuids.current, b.r.status(0).uuids.current);
+    assert_eq!(a.r.status(0).uuids.bitmap, 0);
+}
+
+#[test]
+fn protocol_c_completes_only_with_the_peer_ack() {
+    let (mut a, mut b) = synced_pair();
+    a.write(10, 4096, 4096, 1);
+    a.finish_io();
+    assert_eq!(a.result(10), None, "completed before the peer acked");
+    // The Data message is on the link; the secondary writes and acks.
+    let data = a.outbox.pop_front().unwrap();
+    assert!(matches!(
+        data,
+        Message::Data {
+            offset_bytes: 4096,
+            ..
+        }
+    ));
+    b.ev(Event::Peer(data));
+    b.finish_io();
+    let ack = b.outbox.pop_front().unwrap();
+    assert!(matches!(ack, Message::WriteAck { .. }));
+    a.ev(Event::Peer(ack));
+    assert_eq!(a.result(10), Some(Ok(())));
+    assert_eq!(b.disk.get(&8), Some(&1));
+}
+
+#[test]
+fn link_loss_marks_unacked_blocks_and_the_primary_goes_on_alone() {
+    let (mut a, mut b) = synced_pair();
+    a.write(20, 1 << 20, 8192, 3);
+    a.finish_io();
+    assert_eq!(a.result(20), None);
+    let before = a.r.status(0).uuids;
+    cut(&mut a, &mut b);
+    assert_eq!(a.result(20), Some(Ok(())));
+    let st = a.r.status(0);
+    assert_eq!(st.out_of_sync_bytes, 8192);
+    assert_eq!(st.peer_disk, Some(DiskState::Outdated));
+    assert_eq!(st.connection, Connection::Connecting);
+    assert_eq!(a.dials, 2, "connect, then again after the loss");
+    // A new generation: the old current is now the bitmap UUID.
+    assert_eq!(Uuids::id(st.uuids.bitmap), Uuids::id(before.current));
+    // Writes while disconnected are marked too.
+    a.write(21, 2 << 20, 4096, 4);
+    a.finish_io();
+    assert_eq!(a.result(21), Some(Ok(())));
+    assert_eq!(a.r.status(0).out_of_sync_bytes, 8192 + 4096);
+    // Reconnect: bitmap-based resync of exactly those blocks.
+    a.ev(Event::LinkUp);
+    b.ev(Event::LinkUp);
+    settle(&mut a, &mut b);
+    assert_eq!(a.r.replication(), Replication::Established);
+    assert_eq!(b.disk.get(&((1 << 20) / SECTOR)), Some(&3));
+    assert_eq!(b.disk.get(&((2 << 20) / SECTOR)), Some(&4));
+    assert_eq!(a.r.status(0).out_of_sync_bytes, 0);
+}
+
+#[test]
+fn a_write_into_a_new_extent_waits_for_its_al_transaction() {
+    let (mut a, mut b) = synced_pair();
+    let meta_before = a.meta_writes;
+    a.write(30, 40 << 20, 4096, 5);
+    assert_eq!(a.meta_writes, meta_before + 1);
+    assert!(a.has_io(|x| matches!(x, Action::WriteMeta { update, .. } if !update.al.is_empty())));
+    assert!(
+        !a.has_io(|x| matches!(x, Action::WriteLocal { .. })),
+        "write issued before the AL transaction"
+    );
+    assert!(a.outbox.is_empty(), "data sent before the AL transaction");
+    let meta = a.io.remove(0);
+    a.complete(meta);
+    assert!(a.has_io(
+        |x| matches!(x, Action::WriteLocal { offset_bytes, .. } if *offset_bytes == 40 << 20)
+    ));
+    assert!(matches!(a.outbox.front(), Some(Message::Data { .. })));
+    // A second write into the same (now active) extent needs no transaction.
+    a.write(31, (40 << 20) + 8192, 4096, 6);
+    assert_eq!(a.meta_writes, meta_before + 1);
+    settle(&mut a, &mut b);
+    assert_eq!(a.result(31), Some(Ok(())));
+}
+
+#[test]
+fn flush_reaches_both_disks_before_it_completes() {
+    let (mut a, mut b) = synced_pair();
+    a.ev(Event::ClientFlush { req: ReqId(40) });
+    assert!(a.has_io(|x| matches!(x, Action::FlushLocal { .. })));
+    a.finish_io();
+    assert_eq!(a.result(40), None);
+    let flush = a.outbox.pop_front().unwrap();
+    assert!(matches!(flush, Message::Flush { .. }));
+    b.ev(Event::Peer(flush));
+    assert!(b.has_io(|x| matches!(x, Action::FlushLocal { .. })));
+    b.finish_io();
+    a.ev(Event::Peer(b.outbox.pop_front().unwrap()));
+    assert_eq!(a.result(40), Some(Ok(())));
+}
+
+#[test]
+fn promotion_rules() {
+    let (mut a, mut b) = synced_pair();
+    // Peer is Primary: refused, whatever the disk.
+    assert_eq!(
+        b.admin(50, AdminOp::Promote { force: false }),
+        Some(Err(CoreError::PeerIsPrimary))
+    );
+    assert_eq!(
+        b.admin(51, AdminOp::Promote { force: true }),
+        Some(Err(CoreError::PeerIsPrimary))
+    );
+    // Demote A, then B may promote through the two-phase handshake.
+    assert_eq!(a.admin(52, AdminOp::Demote), None);
+    settle(&mut a, &mut b);
+    assert_eq!(a.admin.last().unwrap(), &(CmdId(52), Ok(())));
+    assert_eq!(b.admin(53, AdminOp::Promote { force: false }), None);
+    // While B's request is pending, A's own request is refused by B.
+    assert_eq!(a.admin(54, AdminOp::Promote { force: false }), None);
+    settle(&mut a, &mut b);
+    assert_eq!(
+        b.admin.last().unwrap(),
+        &(CmdId(53), Err(CoreError::PromotionDenied))
+    );
+    assert_eq!(
+        a.admin.last().unwrap(),
+        &(CmdId(54), Err(CoreError::PromotionDenied))
+    );
+    assert_eq!(b.admin(55, AdminOp::Promote { force: false }), None);
+    settle(&mut a, &mut b);
+    assert_eq!(b.admin.last().unwrap(), &(CmdId(55), Ok(())));
+    assert_eq!(b.r.role(), Role::Primary);
+    assert_eq!(
+        a.admin(56, AdminOp::Promote { force: false }),
+        Some(Err(CoreError::PeerIsPrimary))
+    );
+    // B "crashes": A, UpToDate, is promoted without --force.
+    cut(&mut a, &mut b);
+    assert_eq!(a.r.disk(), DiskState::UpToDate);
+    assert_eq!(a.admin(57, AdminOp::Promote { force: false }), None);
+    a.finish_io();
+    assert_eq!(a.admin.last().unwrap(), &(CmdId(57), Ok(())));
+    assert_eq!(a.r.role(), Role::Primary);
+}
+
+#[test]
+fn resync_read_waits_for_an_application_write_to_the_same_blocks() {
+    let (mut a, mut b) = synced_pair();
+    cut(&mut a, &mut b);
+    a.write(60, 0, 4096, 1);
+    a.finish_io();
+    a.ev(Event::LinkUp);
+    b.ev(Event::LinkUp);
+    // Handshake; B becomes target and (after its metadata) requests block 0.
+    while let Some(m) = a.outbox.pop_front() {
+        b.ev(Event::Peer(m));
+    }
+    while let Some(m) = b.outbox.pop_front() {
+        a.ev(Event::Peer(m));
+    }
+    b.finish_io();
+    // An application write to block 0 starts on A before the request lands.
+    a.write(61, 0, 4096, 2);
+    a.finish_io();
+    let req = b.outbox.pop_front().unwrap();
+    assert!(matches!(
+        req,
+        Message::ResyncRequest {
+            offset_bytes: 0,
+            ..
+        }
+    ));
+    a.ev(Event::Peer(req));
+    assert!(
+        !a.has_io(|x| matches!(x, Action::ReadLocal { .. })),
+        "resync read while a write holds the range"
+    );
+    settle(&mut a, &mut b);
+    assert_eq!(a.result(61), Some(Ok(())));
+    assert_eq!(b.disk.get(&0), Some(&2));
+    assert_eq!(b.r.disk(), DiskState::UpToDate);
+}
+
+#[test]
+fn crashed_primary_marks_its_activity_log() {
+    let attached = Attached {
+        superblock: SuperblockState {
+            uuids: Uuids {
+                current: 0x40,
+                bitmap: 0,
+                history: [0, 0],
+            },
+            consistent: true,
+            was_up_to_date: true,
+            primary: true,
+            crashed_primary: false,
+            peer_outdated: false,
+        },
+        bitmap: DirtyBitmap::new(SIZE).unwrap(),
+        al_slots: vec![Some(2), None, Some(5), None, None, None, None],
+    };
+    let mut cfg = Config::new(SIZE, false, 3);
+    cfg.al_extents = 7;
+    let (r, actions) = Resource::new(cfg, attached).unwrap();
+    assert_eq!(r.status(0).out_of_sync_bytes, 2 * (4 << 20));
+    assert_eq!(r.role(), Role::Secondary);
+    let sb = actions.iter().find_map(|a| match a {
+        Action::WriteMeta { update, .. } => update.superblock,
+        _ => None,
+    });
+    let sb = sb.unwrap();
+    assert!(sb.crashed_primary && !sb.primary);
+    let _ = IoId(0);
+}
+
+#[test]
+fn disconnect_and_refused_connections_stay_standalone() {
+    let mut a = fresh(false);
+    let mut b = fresh(true);
+    a.admin(1, AdminOp::Promote { force: true });
+    b.admin(2, AdminOp::Promote { force: true });
+    a.finish_io();
+    b.finish_io();
+    connect(&mut a, &mut b);
+    settle(&mut a, &mut b);
+    // Both forced from "just created": both moved on from the same bitmap
+    // generation, a split brain; the default policy disconnects.
+    let st = a.r.status(0);
+    assert_eq!(st.connection, Connection::StandAlone);
+    assert_eq!(st.last_error.unwrap(), "split brain detected: both nodes changed the data while disconnected; on the node whose changes to discard run `hadisk connect RES --discard-my-data`, then `hadisk connect RES` on the other [split-brain (rule 90)]");
+    assert_eq!(b.r.status(0).connection, Connection::StandAlone);
+}
