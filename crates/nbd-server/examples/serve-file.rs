@@ -19,13 +19,19 @@ struct OneExport {
 
 impl ExportRegistry for OneExport {
     fn list(&self) -> Vec<ExportInfo> {
-        vec![ExportInfo { name: self.name.clone(), description: "served by serve-file".to_owned() }]
+        vec![ExportInfo {
+            name: self.name.clone(),
+            description: "served by serve-file".to_owned(),
+        }]
     }
     fn open(&self, name: &str) -> Result<Arc<dyn Volume>, String> {
         if name.is_empty() || name == self.name {
             Ok(Arc::clone(&self.volume))
         } else {
-            Err(format!("no export named {name:?} (this server has {:?})", self.name))
+            Err(format!(
+                "no export named {name:?} (this server has {:?})",
+                self.name
+            ))
         }
     }
 }
@@ -88,7 +94,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(options.workers.max(1)).enable_all().build();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.workers.max(1))
+        .enable_all()
+        .build();
     let result = match runtime {
         Ok(runtime) => runtime.block_on(run(options)),
         Err(e) => Err(format!("cannot start the runtime: {e}")),
@@ -105,9 +114,14 @@ fn main() -> ExitCode {
 async fn run(options: Options) -> Result<(), String> {
     let device = FileDevice::open(&options.file, options.read_only).map_err(|e| e.to_string())?;
     let volume = LocalVolume::whole(Arc::new(device), options.read_only, options.mode);
-    let registry = OneExport { name: options.name, volume: Arc::new(volume) };
+    let registry = OneExport {
+        name: options.name,
+        volume: Arc::new(volume),
+    };
     let server = Server::new(Arc::new(registry));
-    server.listen_unix(&options.socket).map_err(|e| e.to_string())?;
+    server
+        .listen_unix(&options.socket)
+        .map_err(|e| e.to_string())?;
     if let Some(addr) = options.tcp {
         let bound = server.listen_tcp(addr).await.map_err(|e| e.to_string())?;
         eprintln!("serve-file: listening on {bound}");

@@ -12,9 +12,11 @@
 mod connection;
 mod local;
 mod server;
+mod transmission;
 mod volume;
 
-pub use connection::{HANDSHAKE_TIMEOUT_MS, MAX_IN_FLIGHT_BYTES};
+pub use connection::HANDSHAKE_TIMEOUT_MS;
 pub use local::{IoMode, LocalVolume};
 pub use server::{Server, ServerError, MAX_CONNECTIONS};
+pub use transmission::{MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_REQUESTS};
 pub use volume::{ExportInfo, ExportRegistry, Volume, VolumeError, VolumeFuture};

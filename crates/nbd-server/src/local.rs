@@ -43,7 +43,12 @@ pub struct LocalVolume<D> {
 
 impl<D: BlockDevice + 'static> LocalVolume<D> {
     /// Exports the first `size_bytes` of `device` (at most its size).
-    pub fn new(device: Arc<D>, size_bytes: u64, read_only: bool, mode: IoMode) -> Result<Self, VolumeError> {
+    pub fn new(
+        device: Arc<D>,
+        size_bytes: u64,
+        read_only: bool,
+        mode: IoMode,
+    ) -> Result<Self, VolumeError> {
         if size_bytes > device.size_bytes() {
             return Err(VolumeError::Io {
                 source: io::Error::new(
@@ -55,13 +60,23 @@ impl<D: BlockDevice + 'static> LocalVolume<D> {
                 ),
             });
         }
-        Ok(LocalVolume { device, size_bytes, read_only, mode })
+        Ok(LocalVolume {
+            device,
+            size_bytes,
+            read_only,
+            mode,
+        })
     }
 
     /// Exports the whole device.
     pub fn whole(device: Arc<D>, read_only: bool, mode: IoMode) -> Self {
         let size_bytes = device.size_bytes();
-        LocalVolume { device, size_bytes, read_only, mode }
+        LocalVolume {
+            device,
+            size_bytes,
+            read_only,
+            mode,
+        }
     }
 
     /// Runs `op` according to the mode; `durable` forces the blocking pool.
@@ -78,7 +93,9 @@ impl<D: BlockDevice + 'static> LocalVolume<D> {
         Box::pin(async move {
             match tokio::task::spawn_blocking(move || op(&device)).await {
                 Ok(result) => result.map_err(VolumeError::from),
-                Err(join) => Err(VolumeError::Io { source: io::Error::other(join.to_string()) }),
+                Err(join) => Err(VolumeError::Io {
+                    source: io::Error::other(join.to_string()),
+                }),
             }
         })
     }
@@ -148,7 +165,13 @@ impl<D: BlockDevice + 'static> Volume for LocalVolume<D> {
         })
     }
 
-    fn write_zeroes(&self, offset_bytes: u64, length_bytes: u32, no_hole: bool, fua: bool) -> VolumeFuture<()> {
+    fn write_zeroes(
+        &self,
+        offset_bytes: u64,
+        length_bytes: u32,
+        no_hole: bool,
+        fua: bool,
+    ) -> VolumeFuture<()> {
         if let Err(e) = self.writable() {
             return refused(e);
         }

@@ -92,7 +92,9 @@ impl Shared {
     fn clients(&self) -> MutexGuard<'_, BTreeMap<u64, ClientEntry>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single insert/remove/assign operations), so poisoning is ignored.
-        self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -108,7 +110,13 @@ impl Shared {
     fn register(&self) -> (u64, watch::Receiver<bool>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (close, closed) = watch::channel(self.is_shutting_down());
-        self.clients().insert(id, ClientEntry { export: None, close });
+        self.clients().insert(
+            id,
+            ClientEntry {
+                export: None,
+                close,
+            },
+        );
         (id, closed)
     }
 
@@ -126,7 +134,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("clients", &self.shared.clients().len()).finish()
+        f.debug_struct("Server")
+            .field("clients", &self.shared.clients().len())
+            .finish()
     }
 }
 
@@ -175,8 +185,12 @@ impl Server {
 
     /// Listens on TCP and serves it until shutdown; returns the bound address.
     pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Tcp { addr, source })?;
-        let local = listener.local_addr().map_err(|source| ServerError::Tcp { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Tcp { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Tcp { addr, source })?;
         let shared = Arc::clone(&self.shared);
         let listener = Arc::new(listener);
         tokio::spawn(accept_loop(shared, local.to_string(), move || {
@@ -194,7 +208,11 @@ impl Server {
 
     /// Clients currently connected to `export` (in transmission, or opening it).
     pub fn client_count(&self, export: &str) -> usize {
-        self.shared.clients().values().filter(|c| c.export.as_deref() == Some(export)).count()
+        self.shared
+            .clients()
+            .values()
+            .filter(|c| c.export.as_deref() == Some(export))
+            .count()
     }
 
     /// Asks every client of `export` to close: each finishes its in-flight
@@ -203,7 +221,10 @@ impl Server {
     pub fn disconnect_clients(&self, export: &str) -> usize {
         let clients = self.shared.clients();
         let mut asked = 0;
-        for entry in clients.values().filter(|c| c.export.as_deref() == Some(export)) {
+        for entry in clients
+            .values()
+            .filter(|c| c.export.as_deref() == Some(export))
+        {
             entry.close.send_replace(true);
             asked += 1;
         }
@@ -241,15 +262,24 @@ impl Server {
 /// Binds `path` with mode 0600 from the first moment: bind a private
 /// temporary name, chmod, then rename over the final path (atomic).
 fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
-    let unix_err = |source| ServerError::Unix { path: path.to_path_buf(), source };
+    let unix_err = |source| ServerError::Unix {
+        path: path.to_path_buf(),
+        source,
+    };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ServerError::SocketInUse { path: path.to_path_buf() });
+                return Err(ServerError::SocketInUse {
+                    path: path.to_path_buf(),
+                });
             }
             info!(path = %path.display(), "replacing stale socket");
         }
-        Ok(_) => return Err(ServerError::NotASocket { path: path.to_path_buf() }),
+        Ok(_) => {
+            return Err(ServerError::NotASocket {
+                path: path.to_path_buf(),
+            })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(unix_err(e)),
     }

@@ -82,7 +82,13 @@ pub trait Volume: Send + Sync + 'static {
     /// Discards a range (contents afterwards unspecified).
     fn trim(&self, offset_bytes: u64, length_bytes: u32, fua: bool) -> VolumeFuture<()>;
     /// Zeroes a range; with `no_hole` the range stays allocated.
-    fn write_zeroes(&self, offset_bytes: u64, length_bytes: u32, no_hole: bool, fua: bool) -> VolumeFuture<()>;
+    fn write_zeroes(
+        &self,
+        offset_bytes: u64,
+        length_bytes: u32,
+        no_hole: bool,
+        fua: bool,
+    ) -> VolumeFuture<()>;
 }
 
 /// One export as listed to clients.

@@ -4,7 +4,8 @@
 #![no_main]
 
 use hadisk_nbd_proto::{
-    transmission_flags, ExportDetails, ExportListing, Exports, Negotiation, NegotiationStep, Refusal,
+    transmission_flags, ExportDetails, ExportListing, Exports, Negotiation, NegotiationStep,
+    Refusal,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -12,7 +13,10 @@ struct FuzzExports;
 impl Exports for FuzzExports {
     type Handle = ();
     fn list(&self) -> Vec<ExportListing> {
-        vec![ExportListing { name: "data".into(), description: "d".into() }]
+        vec![ExportListing {
+            name: "data".into(),
+            description: "d".into(),
+        }]
     }
     fn open(&self, name: &str) -> Result<(ExportDetails, ()), Refusal> {
         if name == "data" {
@@ -26,6 +30,21 @@ impl Exports for FuzzExports {
         } else {
             Err(Refusal::Unknown(format!("no export {name}")))
         }
+    }
+}
+
+/// Every reply to a non-final option is a sequence of complete option
+/// replies (magic, option, type, length, data) with nothing left over.
+fn assert_well_framed(mut out: &[u8]) {
+    const MAGIC: u64 = 0x0003_e889_0455_65a9;
+    while !out.is_empty() {
+        assert!(out.len() >= 20, "truncated option reply header");
+        let magic = u64::from_be_bytes(out[0..8].try_into().unwrap());
+        assert_eq!(magic, MAGIC);
+        let len = u32::from_be_bytes(out[16..20].try_into().unwrap()) as usize;
+        assert!(len <= 4096 + 8, "option reply of {len} bytes");
+        assert!(out.len() >= 20 + len, "truncated option reply data");
+        out = &out[20 + len..];
     }
 }
 
@@ -47,6 +66,8 @@ fuzz_target!(|data: &[u8]| {
                     if !matches!(step, NegotiationStep::Continue) {
                         return;
                     }
+                    assert_well_framed(&out);
+                    out.clear();
                 }
                 Ok(None) => break,
                 Err(_) => return,

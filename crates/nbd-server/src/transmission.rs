@@ -1,0 +1,445 @@
+//! The transmission phase of one connection: one task that reads requests,
+//! starts them, and writes replies, all at once.
+//!
+//! The task `select!`s over three things and never blocks on one of them
+//! while another could progress:
+//! - **read**: requests are decoded back to back from one buffer and started
+//!   at once; each volume future is polled once in place, so an operation
+//!   that completes immediately (page-cache I/O) puts its reply straight into
+//!   the out-queue with no task, channel or wake-up; one still pending is
+//!   spawned and sends its reply over a channel when done;
+//! - **complete**: replies from spawned operations join the out-queue;
+//! - **write**: the out-queue leaves in one vectored write (header and READ
+//!   data from the volume's `Bytes`, never copied), in completion order, i.e.
+//!   out of order with respect to the requests.
+//!
+//! Because reading and writing progress independently, a client that sends
+//! a long pipeline before reading any reply cannot deadlock the connection.
+//!
+//! Invariants:
+//! - in-flight memory is bounded: a request is admitted only if its cost
+//!   (payload or READ length) fits in [`MAX_IN_FLIGHT_BYTES`] together with
+//!   the requests already admitted (one request is always admitted when none
+//!   is in flight); its cost is released when its reply has been written.
+//!   While a request waits for admission the socket is not read: backpressure
+//!   reaches the client through TCP/Unix flow control;
+//! - a protocol violation (bad magic, over-long WRITE, EOF inside a request)
+//!   ends this connection only; operations already started complete and
+//!   their replies are discarded;
+//! - on `NBD_CMD_DISC`, EOF between requests, or a close request from the
+//!   daemon, reading stops, every started operation completes and is replied
+//!   to; after a close request the volume is also flushed.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hadisk_nbd_proto::limits::MAX_PAYLOAD_BYTES;
+use hadisk_nbd_proto::{encode_simple_reply, validate, wire, Errno, Request, ValidatedRequest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::connection::ConnectionError;
+use crate::volume::{Volume, VolumeError, VolumeFuture};
+
+/// Bound on the payload bytes of the requests in flight on one connection
+/// (WRITE payloads buffered plus READ data not yet sent). Twice the largest
+/// request, so one maximal request never waits for itself, and a client
+/// cannot make the server hold more than this per connection.
+pub const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Requests in flight per connection at most, whatever their size: bounds
+/// the out-queue and the spawned tasks of a client sending empty requests.
+pub const MAX_IN_FLIGHT_REQUESTS: usize = 4096;
+
+/// Fixed cost charged per request on top of its data, so that zero-length
+/// requests are not free.
+const REQUEST_OVERHEAD_BYTES: usize = 64;
+
+/// How much the reader asks the socket for at least, per read.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Most replies gathered into one vectored write (each takes up to two
+/// iovecs; Linux's IOV_MAX is 1024).
+const MAX_REPLIES_PER_WRITE: usize = 256;
+
+/// A completed request, waiting to be written.
+struct Reply {
+    header: [u8; wire::SIMPLE_REPLY_HEADER_BYTES],
+    data: Option<Bytes>,
+    /// What [`Transmission::admit`] charged for it.
+    cost_bytes: usize,
+}
+
+impl Reply {
+    fn new(cookie: u64, result: Result<Option<Bytes>, Errno>, cost_bytes: usize) -> Reply {
+        match result {
+            Ok(data) => Reply {
+                header: encode_simple_reply(cookie, None),
+                data,
+                cost_bytes,
+            },
+            Err(errno) => Reply {
+                header: encode_simple_reply(cookie, Some(errno)),
+                data: None,
+                cost_bytes,
+            },
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.header.len() + self.data.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// Why reading stopped (the connection then drains and ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Open,
+    /// EOF between requests, or `NBD_CMD_DISC`.
+    ClientDone,
+    /// The daemon or a shutdown asked to close (flush after draining).
+    CloseRequested,
+}
+
+/// What one turn of the event loop produced.
+enum Event {
+    Read(io::Result<usize>),
+    Completed(Option<Reply>),
+    Wrote(io::Result<usize>),
+    Close,
+}
+
+/// The state of one connection in transmission.
+struct Transmission {
+    volume: Arc<dyn Volume>,
+    buf: BytesMut,
+    /// Replies ready to send; the front one may be partly written.
+    out: VecDeque<Reply>,
+    /// Bytes of `out.front()` already written.
+    front_written: usize,
+    in_flight_bytes: usize,
+    in_flight_requests: usize,
+    /// Operations spawned and not yet replied to.
+    pending: usize,
+    completions: mpsc::UnboundedSender<Reply>,
+    reading: Reading,
+    /// The next request's cost does not fit: wait for replies to go out.
+    blocked: bool,
+}
+
+/// Serves requests until the client leaves or a close is requested.
+pub(crate) async fn run<R, W>(
+    mut reader: R,
+    mut writer: W,
+    buf: BytesMut,
+    volume: Arc<dyn Volume>,
+    mut close: watch::Receiver<bool>,
+) -> Result<(), ConnectionError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (completions, mut completed) = mpsc::unbounded_channel();
+    let mut t = Transmission {
+        volume,
+        buf,
+        out: VecDeque::new(),
+        front_written: 0,
+        in_flight_bytes: 0,
+        in_flight_requests: 0,
+        pending: 0,
+        completions,
+        reading: Reading::Open,
+        blocked: false,
+    };
+    // Requests that arrived together with the end of the negotiation.
+    t.process()?;
+    loop {
+        if *close.borrow() && t.reading == Reading::Open {
+            t.reading = Reading::CloseRequested;
+        }
+        if t.reading != Reading::Open && t.pending == 0 && t.out.is_empty() {
+            break;
+        }
+        let can_read = t.reading == Reading::Open && !t.blocked;
+        if can_read {
+            t.reserve();
+        }
+        let may_complete = t.pending > 0;
+        let may_close = t.reading == Reading::Open;
+        let event = {
+            let iov = gather(&t.out, t.front_written);
+            let has_output = !iov.is_empty();
+            tokio::select! {
+                biased;
+                wrote = writer.write_vectored(&iov), if has_output => Event::Wrote(wrote),
+                reply = completed.recv(), if may_complete => Event::Completed(reply),
+                read = reader.read_buf(&mut t.buf), if can_read => Event::Read(read),
+                _ = close.changed(), if may_close => Event::Close,
+            }
+        };
+        match event {
+            Event::Wrote(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+            Event::Wrote(Ok(n)) => t.written(n)?,
+            Event::Completed(Some(reply)) => {
+                t.pending -= 1;
+                t.out.push_back(reply);
+            }
+            // Unreachable while `t` holds a sender; treat as nothing pending.
+            Event::Completed(None) => t.pending = 0,
+            Event::Read(Ok(0)) => t.end_of_input()?,
+            Event::Read(Ok(_)) => t.process()?,
+            Event::Wrote(Err(e)) | Event::Read(Err(e)) => return client_gone(e),
+            Event::Close => t.reading = Reading::CloseRequested,
+        }
+    }
+    if t.reading == Reading::CloseRequested {
+        if let Err(e) = t.volume.flush().await {
+            warn!(error = %e, "flush at close failed");
+        }
+    }
+    // Best effort: the client may already have closed its side.
+    let _ = writer.shutdown().await;
+    Ok(())
+}
+
+/// A client that leaves with replies pending is normal, not an error.
+fn client_gone(e: io::Error) -> Result<(), ConnectionError> {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+            debug!(error = %e, "client left with replies pending");
+            Ok(())
+        }
+        _ => Err(ConnectionError::Io(e)),
+    }
+}
+
+/// The unwritten part of the out-queue as slices, at most
+/// [`MAX_REPLIES_PER_WRITE`] replies; `front_written` bytes of the first
+/// reply are already out.
+fn gather(out: &VecDeque<Reply>, front_written: usize) -> Vec<IoSlice<'_>> {
+    let mut iov = Vec::with_capacity(2 * out.len().min(MAX_REPLIES_PER_WRITE));
+    let mut skip = front_written;
+    for reply in out.iter().take(MAX_REPLIES_PER_WRITE) {
+        let header = &reply.header[..];
+        if skip < header.len() {
+            iov.push(IoSlice::new(&header[skip..]));
+            skip = 0;
+        } else {
+            skip -= header.len();
+        }
+        if let Some(data) = reply.data.as_deref() {
+            if skip < data.len() {
+                iov.push(IoSlice::new(&data[skip..]));
+            }
+            skip = 0;
+        }
+    }
+    iov
+}
+
+impl Transmission {
+    /// Makes room for the next read: the rest of a partial request, or a chunk.
+    fn reserve(&mut self) {
+        let needed = match Request::decode(&self.buf) {
+            Ok(Some(request)) => wire::REQUEST_HEADER_BYTES + request.payload_bytes() as usize,
+            _ => wire::REQUEST_HEADER_BYTES,
+        };
+        let want = needed.saturating_sub(self.buf.len()).max(READ_CHUNK_BYTES);
+        if self.buf.capacity() - self.buf.len() < want / 2 {
+            self.buf.reserve(want);
+        }
+    }
+
+    /// Decodes and starts every complete request in the buffer, as far as
+    /// the in-flight budget allows.
+    fn process(&mut self) -> Result<(), ConnectionError> {
+        while self.reading == Reading::Open {
+            let Some(request) = Request::decode(&self.buf)? else {
+                return Ok(());
+            };
+            let payload_bytes = request.payload_bytes() as usize;
+            let cost_bytes = cost(&request);
+            if !self.admit(cost_bytes) {
+                self.blocked = true;
+                return Ok(());
+            }
+            if self.buf.len() < wire::REQUEST_HEADER_BYTES + payload_bytes {
+                return Ok(());
+            }
+            self.buf.advance(wire::REQUEST_HEADER_BYTES);
+            let payload = self.buf.split_to(payload_bytes).freeze();
+            self.in_flight_bytes += cost_bytes;
+            self.in_flight_requests += 1;
+            self.dispatch(request, payload, cost_bytes);
+        }
+        Ok(())
+    }
+
+    fn admit(&self, cost_bytes: usize) -> bool {
+        self.in_flight_requests == 0
+            || (self.in_flight_bytes + cost_bytes <= MAX_IN_FLIGHT_BYTES
+                && self.in_flight_requests < MAX_IN_FLIGHT_REQUESTS)
+    }
+
+    fn end_of_input(&mut self) -> Result<(), ConnectionError> {
+        if self.buf.is_empty() {
+            self.reading = Reading::ClientDone;
+            return Ok(());
+        }
+        let needed = match Request::decode(&self.buf) {
+            Ok(Some(request)) => wire::REQUEST_HEADER_BYTES + request.payload_bytes() as usize,
+            _ => wire::REQUEST_HEADER_BYTES,
+        };
+        Err(ConnectionError::Truncated {
+            missing_bytes: needed.saturating_sub(self.buf.len()),
+        })
+    }
+
+    /// Starts one request.
+    fn dispatch(&mut self, request: Request, payload: Bytes, cost_bytes: usize) {
+        let cookie = request.cookie;
+        let validated = match validate(&request, self.volume.size_bytes(), self.volume.read_only())
+        {
+            Ok(validated) => validated,
+            Err(errno) => {
+                debug!(?request, %errno, "request refused");
+                self.out
+                    .push_back(Reply::new(cookie, Err(errno), cost_bytes));
+                return;
+            }
+        };
+        let volume = Arc::clone(&self.volume);
+        match validated {
+            ValidatedRequest::Read {
+                offset_bytes,
+                length_bytes,
+            } => {
+                let expected = length_bytes as usize;
+                let future = volume.read(offset_bytes, length_bytes);
+                self.complete(cookie, cost_bytes, future, move |data: Bytes| {
+                    // A volume returning the wrong length would desynchronise the stream.
+                    if data.len() == expected {
+                        Ok(Some(data))
+                    } else {
+                        Err(Errno::Io)
+                    }
+                });
+            }
+            ValidatedRequest::Write {
+                offset_bytes, fua, ..
+            } => {
+                let future = volume.write(offset_bytes, payload, fua);
+                self.complete(cookie, cost_bytes, future, no_data);
+            }
+            ValidatedRequest::Flush => self.complete(cookie, cost_bytes, volume.flush(), no_data),
+            ValidatedRequest::Trim {
+                offset_bytes,
+                length_bytes,
+                fua,
+            } => {
+                let future = volume.trim(offset_bytes, length_bytes, fua);
+                self.complete(cookie, cost_bytes, future, no_data);
+            }
+            ValidatedRequest::WriteZeroes {
+                offset_bytes,
+                length_bytes,
+                no_hole,
+                fua,
+            } => {
+                let future = volume.write_zeroes(offset_bytes, length_bytes, no_hole, fua);
+                self.complete(cookie, cost_bytes, future, no_data);
+            }
+            ValidatedRequest::Disconnect => {
+                // No reply; what was admitted before it still completes.
+                self.in_flight_bytes -= cost_bytes;
+                self.in_flight_requests -= 1;
+                self.reading = Reading::ClientDone;
+            }
+        }
+    }
+
+    /// Queues the reply at once if the operation is already done, else spawns it.
+    fn complete<T, F>(
+        &mut self,
+        cookie: u64,
+        cost_bytes: usize,
+        mut future: VolumeFuture<T>,
+        finish: F,
+    ) where
+        T: Send + 'static,
+        F: FnOnce(T) -> Result<Option<Bytes>, Errno> + Send + 'static,
+    {
+        let finish = move |result: Result<T, VolumeError>| match result {
+            Ok(value) => finish(value),
+            Err(error) => {
+                debug!(%error, "volume operation failed");
+                Err(error.errno())
+            }
+        };
+        let mut context = Context::from_waker(Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(result) => {
+                self.out
+                    .push_back(Reply::new(cookie, finish(result), cost_bytes))
+            }
+            Poll::Pending => {
+                self.pending += 1;
+                let completions = self.completions.clone();
+                tokio::spawn(async move {
+                    let result = future.await;
+                    // The connection may be gone (client left): the reply is dropped.
+                    let _ = completions.send(Reply::new(cookie, finish(result), cost_bytes));
+                });
+            }
+        }
+    }
+
+    /// Accounts for `n` bytes written: finished replies leave the queue and
+    /// release their budget.
+    fn written(&mut self, mut n: usize) -> Result<(), ConnectionError> {
+        while n > 0 {
+            let Some(front) = self.out.front() else {
+                return Err(
+                    io::Error::other("socket reported more bytes written than queued").into(),
+                );
+            };
+            let left = front.len() - self.front_written;
+            if n < left {
+                self.front_written += n;
+                return Ok(());
+            }
+            n -= left;
+            self.front_written = 0;
+            if let Some(done) = self.out.pop_front() {
+                self.in_flight_bytes -= done.cost_bytes;
+                self.in_flight_requests -= 1;
+            }
+        }
+        if self.blocked {
+            self.blocked = false;
+            // The request that waited may now fit; it is already buffered.
+            self.process()?;
+        }
+        Ok(())
+    }
+}
+
+/// What a request is charged against the in-flight budget.
+fn cost(request: &Request) -> usize {
+    let data_bytes = match request.command {
+        hadisk_nbd_proto::Command::Read | hadisk_nbd_proto::Command::Write => {
+            request.length_bytes.min(MAX_PAYLOAD_BYTES) as usize
+        }
+        _ => 0,
+    };
+    REQUEST_OVERHEAD_BYTES + data_bytes
+}
+
+fn no_data(_: ()) -> Result<Option<Bytes>, Errno> {
+    Ok(None)
+}
