@@ -131,6 +131,45 @@ fn up_reports_what_is_wrong() {
 }
 
 #[test]
+fn a_disk_is_attached_by_one_daemon_only() {
+    let node = Node::new("alpha");
+    let disk = node.setup(RES, 64 * MIB, "");
+    let _d = node.daemon();
+    node.ok(&["up", RES]);
+    // A second daemon (its own run directory) with the same configuration.
+    let other_run = node.path("run2");
+    std::fs::create_dir_all(&other_run).unwrap();
+    let other = |args: &[&str]| {
+        let mut c = node.cmd(args);
+        c.env("HADISK_RUN_DIR", &other_run);
+        c
+    };
+    let mut second = ChildGuard::spawn(
+        other(&["daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "second daemon",
+    );
+    wait_until("the second daemon", 20, || {
+        std::os::unix::net::UnixStream::connect(other_run.join("hadisk.sock")).is_ok()
+    });
+    let out = other(&["up", RES]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "hadisk: data: the disk {} is already attached by another hadisk resource or daemon; \
+             `hadisk down` it there first\n",
+            disk.display()
+        )
+    );
+    assert!(!other_run.join("data.nbd").exists());
+    node.ok(&["down", RES]);
+    assert!(other(&["up", RES]).status().unwrap().success());
+    second.stop();
+}
+
+#[test]
 fn promotion_rules_status_and_generation_uuids() {
     let node = Node::new("alpha");
     let disk = node.setup(RES, 64 * MIB, "");
@@ -141,7 +180,7 @@ fn promotion_rules_status_and_generation_uuids() {
             .layout()
             .usable_size_bytes
     };
-    let _d = node.daemon();
+    let d = node.daemon();
     assert_eq!(
         node.ok(&["up", RES]),
         "data: up as Secondary, disk Inconsistent\n"
@@ -224,6 +263,17 @@ fn promotion_rules_status_and_generation_uuids() {
             .replace(char::is_whitespace, ""),
         "{\"resources\":[]}"
     );
+    // Every transition is logged with from/to (RUST_LOG=info).
+    let log = d.log_text();
+    for line in [
+        "disk attached resource=data from=Diskless to=Inconsistent",
+        "disk state resource=data from=Inconsistent to=UpToDate forced=true",
+        "role resource=data from=Secondary to=Primary",
+        "role resource=data from=Primary to=Secondary",
+        "disk detached, metadata clean resource=data from=UpToDate to=Diskless",
+    ] {
+        assert!(log.contains(line), "log lacks {line:?}:\n{log}");
+    }
 }
 
 #[test]

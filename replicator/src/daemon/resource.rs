@@ -47,10 +47,14 @@ pub struct Resource {
     server: Server,
     socket: PathBuf,
     tcp: Option<SocketAddr>,
+    /// Held while the resource is up: no second resource or daemon attaches
+    /// the same disk.
+    _disk_lock: DiskLock,
 }
 
 /// What attaching reads from the configuration and the disk.
 struct Opened {
+    disk_lock: DiskLock,
     peer: String,
     disk_path: PathBuf,
     disk: Arc<dyn BlockDevice>,
@@ -123,10 +127,10 @@ impl Resource {
             }
         };
         let usable_bytes = lock(&metadata).layout().usable_size_bytes;
-        info!(resource = name, from = "Diskless", to = %attach.state.disk, "disk attached");
-        info!(resource = name, role = %attach.state.role, socket = %socket.display(), tcp = ?tcp, "resource up");
+        info!(resource = %name, from = %DiskState::Diskless, to = %attach.state.disk, "disk attached");
+        info!(resource = %name, role = %attach.state.role, socket = %socket.display(), tcp = ?tcp, "resource up");
         if attach.state.crashed_primary {
-            warn!(resource = name, "this node crashed while Primary: its activity-log extents will be resynced with the peer");
+            warn!(resource = %name, "this node crashed while Primary: its activity-log extents will be resynced with the peer");
         }
         Ok(Resource {
             name: name.to_owned(),
@@ -142,6 +146,7 @@ impl Resource {
             server,
             socket,
             tcp,
+            _disk_lock: opened.disk_lock,
         })
     }
 
@@ -346,6 +351,7 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         .peer_host(node)
         .map(|h| h.name.clone())
         .unwrap_or_default();
+    let disk_lock = DiskLock::take(name, &host.disk)?;
     let device = FileDevice::open(&host.disk, false).map_err(|e| anyhow!("{name}: {e}"))?;
     let disk: Arc<dyn BlockDevice> = Arc::new(device);
     let metadata = Metadata::open(disk.clone())
@@ -360,6 +366,7 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         })?
         .dirty_bytes();
     Ok(Opened {
+        disk_lock,
         peer,
         disk_path: host.disk.clone(),
         disk,
@@ -367,6 +374,37 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         nbd_listen: host.nbd_listen,
         out_of_sync_bytes,
     })
+}
+
+/// An exclusive `flock` on the backing disk's path, for as long as the
+/// resource is up. Block devices are also opened `O_EXCL` by the storage
+/// layer; the lock covers regular files, which have no such guard, and
+/// tells the operator which resource is in the way.
+#[derive(Debug)]
+struct DiskLock {
+    _file: std::fs::File,
+}
+
+impl DiskLock {
+    fn take(name: &str, disk: &Path) -> anyhow::Result<DiskLock> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(disk)
+            .map_err(|e| anyhow!("{name}: cannot open the disk {}: {e}", disk.display()))?;
+        // SAFETY: flock(2) on a descriptor this function owns for the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                bail!(
+                    "{name}: the disk {} is already attached by another hadisk resource or daemon; \
+                     `hadisk down` it there first",
+                    disk.display()
+                );
+            }
+            bail!("{name}: cannot lock the disk {}: {e}", disk.display());
+        }
+        Ok(DiskLock { _file: file })
+    }
 }
 
 /// A fresh generation UUID: random, never 0 (empty) nor DRBD's
