@@ -227,6 +227,7 @@ fn fio_verifies_crc32c_with_several_jobs_and_connections() {
             "--verify=crc32c",
             "--do_verify=1",
             "--verify_fatal=1",
+            "--verify_state_save=0",
             "--group_reporting",
         ],
     );
@@ -250,6 +251,7 @@ fn fio_verifies_crc32c_with_several_jobs_and_connections() {
             "--verify=crc32c",
             "--do_verify=1",
             "--verify_fatal=1",
+            "--verify_state_save=0",
         ],
     );
     assert_eq!(node.resource_status(RES)["role"], "Primary");

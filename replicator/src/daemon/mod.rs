@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use hadisk_nbd_server::IoMode;
 use tokio::sync::{watch, Mutex};
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use crate::cli::GlobalOpts;
 use crate::control::{Request, Response, CONTROL_SOCKET};
@@ -95,7 +95,23 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 impl Daemon {
     /// Carries out one control request. Every refusal is a `Response` with a
     /// reason; nothing here may take the daemon down.
+    ///
+    /// Each request runs in a `resource{name}` span; refusals are logged
+    /// with their reason, so the daemon's log tells what operators tried.
     pub async fn handle(&self, request: Request) -> Response {
+        let Some(name) = request_resource(&request).map(str::to_owned) else {
+            return self.dispatch(request).await;
+        };
+        let command = request_name(&request);
+        let span = tracing::info_span!("resource", name = %name);
+        let response = self.dispatch(request).instrument(span.clone()).await;
+        if !response.ok {
+            span.in_scope(|| info!(command, reason = %response.message, "refused"));
+        }
+        response
+    }
+
+    async fn dispatch(&self, request: Request) -> Response {
         match request {
             Request::Status { resource } => self.status(resource.as_deref()).await,
             Request::Up { resource, config, node, wait } => {
@@ -191,6 +207,36 @@ impl Daemon {
                 error!(resource = %name, error = %format!("{e:#}"), "clean shutdown failed");
             }
         }
+    }
+}
+
+/// The resource a request is about (`status` without one: none).
+fn request_resource(request: &Request) -> Option<&str> {
+    match request {
+        Request::Status { resource } => resource.as_deref(),
+        Request::Up { resource, .. }
+        | Request::Down { resource }
+        | Request::Primary { resource, .. }
+        | Request::Secondary { resource }
+        | Request::Connect { resource, .. }
+        | Request::Disconnect { resource }
+        | Request::Invalidate { resource }
+        | Request::Verify { resource } => Some(resource),
+    }
+}
+
+/// The command's name as the CLI spells it, for the log.
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Status { .. } => "status",
+        Request::Up { .. } => "up",
+        Request::Down { .. } => "down",
+        Request::Primary { .. } => "primary",
+        Request::Secondary { .. } => "secondary",
+        Request::Connect { .. } => "connect",
+        Request::Disconnect { .. } => "disconnect",
+        Request::Invalidate { .. } => "invalidate",
+        Request::Verify { .. } => "verify",
     }
 }
 
