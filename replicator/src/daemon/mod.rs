@@ -76,7 +76,14 @@ async fn run_async(run_dir: PathBuf, io_mode: IoMode) -> anyhow::Result<()> {
     info!("shutting down: no new requests, finishing in-flight I/O");
     let _ = stop_tx.send(true);
     let _ = server.await;
-    daemon.shutdown().await;
+    let failed = daemon.shutdown().await;
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "stopped, but the metadata of {} could not be written clean (see the log); the next `up` \
+             treats them as not cleanly shut down",
+            failed.join(", ")
+        );
+    }
     info!("hadisk daemon stopped cleanly");
     Ok(())
 }
@@ -200,13 +207,17 @@ impl Daemon {
     }
 
     /// SIGTERM path: every resource writes its metadata clean.
-    async fn shutdown(&self) {
+    /// Returns the resources whose clean shutdown failed.
+    async fn shutdown(&self) -> Vec<String> {
         let mut resources = self.resources.lock().await;
+        let mut failed = Vec::new();
         for (name, r) in resources.iter_mut() {
             if let Err(e) = r.shutdown().await {
                 error!(resource = %name, error = %format!("{e:#}"), "clean shutdown failed");
+                failed.push(name.clone());
             }
         }
+        failed
     }
 }
 
