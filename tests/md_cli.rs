@@ -446,3 +446,49 @@ fn create_and_dump_on_a_loop_device() {
         fails(&s.hadisk("NAS1", &["create-md", "data"])).contains("already holds hadisk metadata")
     );
 }
+
+/// A mount, unmounted in Drop (declared after the loop device, so dropped first).
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_mounted_device_is_refused_even_with_force() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "loop devices and mounts need root (tests run as root here and in CI)"
+    );
+    let s = Setup::new();
+    let backing = s.image(256 * MIB);
+    let out = run("losetup", &["-f", "--show", backing.to_str().unwrap()]);
+    let dev = Loop(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    s.config(Path::new(&dev.0), "");
+    run("mkfs.ext4", &["-q", "-F", &dev.0]);
+    let err = fails(&s.hadisk("NAS1", &["create-md", "data"]));
+    assert!(
+        err.starts_with(&format!(
+            "hadisk: {} holds an ext4 filesystem of {} bytes, whose last",
+            dev.0,
+            256 * MIB
+        )),
+        "{err}"
+    );
+    let dir = s.path("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    run("mount", &[&dev.0, dir.to_str().unwrap()]);
+    let _mount = Mount(dir);
+    assert_eq!(
+        fails(&s.hadisk("NAS1", &["create-md", "data", "--force"])),
+        format!(
+            "hadisk: {} is in use (mounted, or opened exclusively by another program): Device or \
+             resource busy (os error 16); unmount it or stop the program holding it",
+            dev.0
+        )
+    );
+}

@@ -19,7 +19,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use hadisk_config::drbd::MetaDisk;
 use hadisk_config::Host;
 use hadisk_metadata::{
@@ -32,7 +32,7 @@ use crate::cli::GlobalOpts;
 /// This node's `on` section of `resource`, and the resource's al-extents.
 fn this_host(g: &GlobalOpts, resource: &str) -> Result<(Host, u32, String)> {
     let config = hadisk_config::load(&g.config)
-        .with_context(|| format!("reading the configuration {}", g.config.display()))?;
+        .map_err(|e| anyhow::anyhow!("reading the configuration {}: {e}", g.config.display()))?;
     let res = config.resource(resource)?;
     let node = crate::node_name(g)?;
     let host = res.this_host(&node)?.clone();
@@ -47,6 +47,13 @@ fn this_host(g: &GlobalOpts, resource: &str) -> Result<(Host, u32, String)> {
     Ok((host, res.disk.al_extents, node))
 }
 
+/// One line: the error's own message, which already names its cause (the
+/// typed errors print their `source` in their message), without anyhow
+/// repeating the source chain after it.
+fn flat(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
@@ -55,7 +62,7 @@ fn mib(bytes: u64) -> String {
 pub fn create_md(g: &GlobalOpts, resource: &str, force: bool, yes: bool) -> Result<()> {
     let (host, al_extents, node) = this_host(g, resource)?;
     let path = host.disk.as_path();
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(path, false)?);
+    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(path, false).map_err(flat)?);
     let layout = Layout::compute(device.size_bytes(), al_extents).map_err(|e| {
         anyhow::anyhow!(
             "{}: {e}; use a larger disk for '{resource}' (or a smaller al-extents)",
@@ -68,8 +75,9 @@ pub fn create_md(g: &GlobalOpts, resource: &str, force: bool, yes: bool) -> Resu
     if !warnings.is_empty() && std::io::stdin().is_terminal() && !yes {
         confirm(&warnings)?;
     }
-    let md = Metadata::create(device, al_extents, node_name_hash(&node))
-        .with_context(|| format!("writing metadata on {}", path.display()))?;
+    let md = Metadata::create(device, al_extents, node_name_hash(&node)).map_err(|e| {
+        anyhow::anyhow!("writing metadata on {}: {e}; the metadata may be incomplete: fix the disk and run create-md again (with --force)", path.display())
+    })?;
     for warning in &warnings {
         println!("note: {warning} (overwritten: --force)");
     }
@@ -126,7 +134,9 @@ fn check_filesystem(
     force: bool,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
-    let Some(fs) = detect_filesystem(device)? else {
+    let Some(fs) =
+        detect_filesystem(device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    else {
         return Ok(());
     };
     let label = if fs.label.is_empty() {
@@ -187,10 +197,10 @@ fn confirm(warnings: &[String]) -> Result<()> {
 pub fn dump_md(g: &GlobalOpts, resource: &str, json: bool) -> Result<()> {
     let (host, _, node) = this_host(g, resource)?;
     let path = host.disk.as_path();
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(path, true)?);
+    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(path, true).map_err(flat)?);
     let md = Metadata::open(device)
         .map_err(|e| anyhow::anyhow!("'{resource}': {}: {e}", path.display()))?;
-    let dump = MetadataDump::of(&md)?;
+    let dump = MetadataDump::of(&md).map_err(flat)?;
     if json {
         let mut value = serde_json::to_value(&dump)?;
         if let Some(object) = value.as_object_mut() {

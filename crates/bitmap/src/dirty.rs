@@ -557,6 +557,15 @@ mod tests {
             merged.merge(&bitmap).unwrap();
             let expect = model.iter().enumerate().filter(|(i, &b)| b || (*i as u64) < blocks / 2).count();
             prop_assert_eq!(merged.dirty_blocks(), expect as u64);
+            // The pages that differ from a clean bitmap are exactly those
+            // with a set bit in the model.
+            let clean = DirtyBitmap::new(size).unwrap();
+            let expect_pages: Vec<u64> = (0..bitmap.pages())
+                .filter(|&p| model.iter().skip((p * BLOCKS_PER_PAGE) as usize).take(BLOCKS_PER_PAGE as usize).any(|&b| b))
+                .collect();
+            prop_assert_eq!(clean.differing_pages(&bitmap).unwrap(), expect_pages.clone());
+            prop_assert_eq!(bitmap.differing_pages(&clean).unwrap(), expect_pages);
+            prop_assert!(bitmap.differing_pages(&back).unwrap().is_empty());
         }
 
         /// Arbitrary page bytes never panic: they load or give a specific error.

@@ -9,6 +9,9 @@
 //!   may have writes in flight, with LRU eviction; a crashed Primary resyncs
 //!   exactly those extents.
 
+// The byte image is on-disk format: explicit little-endian only.
+#![deny(clippy::host_endian_bytes)]
+
 mod al;
 mod dirty;
 
