@@ -286,3 +286,31 @@ fn any_corrupted_superblock_byte_falls_back_to_the_other_slot() {
     }
     assert_eq!(Metadata::open(dev).unwrap().active_slot(), 1);
 }
+
+proptest::proptest! {
+    /// Arbitrary bytes in the bitmap area and the AL ring: open never
+    /// panics; it succeeds or names the damaged area.
+    #[test]
+    fn arbitrary_metadata_areas_never_panic(
+        bitmap_page in proptest::collection::vec(proptest::prelude::any::<u8>(), 4096),
+        al_slot in proptest::collection::vec(proptest::prelude::any::<u8>(), 4096),
+        slot_index in 0u32..8,
+        keep_magic: bool,
+    ) {
+        let dev = mem(4 * MIB);
+        let md = Metadata::create(dev.clone(), 7, 0).unwrap();
+        let layout = *md.layout();
+        dev.write_at(&bitmap_page, layout.bitmap_offset_bytes).unwrap();
+        let mut al_slot = al_slot;
+        if keep_magic {
+            al_slot[..8].copy_from_slice(b"HADISKAL");
+            al_slot[8..12].copy_from_slice(&1u32.to_le_bytes());
+        }
+        dev.write_at(&al_slot, layout.al_slot_offset(slot_index)).unwrap();
+        match Metadata::open(dev) {
+            Ok(_) => {}
+            Err(MetadataError::BitmapArea { .. } | MetadataError::AlDamaged { .. }) => {}
+            Err(other) => proptest::prop_assert!(false, "unexpected error: {}", other),
+        }
+    }
+}

@@ -588,6 +588,40 @@ mod tests {
             }
             let _ = DirtyBitmap::from_bytes(size, &bytes);
         }
+
+        /// A whole page of arbitrary bytes: loads exactly when no bit lies
+        /// past the last block, and then reads back byte for byte.
+        #[test]
+        fn arbitrary_full_pages_round_trip(
+            blocks_in_last_page in 1u64..=BLOCKS_PER_PAGE,
+            bytes in proptest::collection::vec(any::<u8>(), BITMAP_PAGE_BYTES),
+            tail_zeroed: bool,
+        ) {
+            let size = (BLOCKS_PER_PAGE + blocks_in_last_page) * BLOCK_BYTES;
+            let mut bytes = bytes;
+            if tail_zeroed {
+                for bit in blocks_in_last_page..BLOCKS_PER_PAGE {
+                    bytes[(bit / 8) as usize] &= !(1u8 << (bit % 8));
+                }
+            }
+            let trailing = (blocks_in_last_page..BLOCKS_PER_PAGE)
+                .any(|bit| bytes[(bit / 8) as usize] & (1u8 << (bit % 8)) != 0);
+            let mut bitmap = DirtyBitmap::new(size).unwrap();
+            prop_assert!(bitmap.load_page(0, &bytes).is_ok(), "page 0 is full");
+            prop_assert_eq!(bitmap.page_bytes(0).unwrap(), bytes.clone());
+            match bitmap.load_page(1, &bytes) {
+                Ok(()) => {
+                    prop_assert!(!trailing);
+                    prop_assert_eq!(bitmap.page_bytes(1).unwrap(), bytes.clone());
+                    let ones: u64 = bytes.iter().map(|b| u64::from(b.count_ones())).sum();
+                    prop_assert_eq!(bitmap.dirty_blocks(), 2 * ones);
+                }
+                Err(e) => {
+                    prop_assert!(trailing);
+                    prop_assert_eq!(e, BitmapError::TrailingBits { blocks: BLOCKS_PER_PAGE + blocks_in_last_page });
+                }
+            }
+        }
     }
 
     #[test]
