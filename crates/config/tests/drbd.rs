@@ -736,3 +736,85 @@ mod props {
         }
     }
 }
+
+/// The seed blog's own layout of `data.res` (its annotations `<- …`
+/// removed): blank lines between statements and the no-break spaces
+/// (U+00A0) a copy from the web page brings along.
+const SEED_BLOG_LAYOUT: &str = concat!(
+    "\u{a0}resource \u{a0} data \u{a0} {\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} startup \u{a0} {\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}wfc-timeout 30;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}outdated-wfc-timeout 20;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}degr-wfc-timeout 30;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}}\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}net {\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}shared-secret sync_disk;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}}\n",
+    "\n",
+    "\u{a0}on NAS1 \u{a0} {\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}device /dev/drbd0;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}disk /dev/sdb;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}address 192.168.0.226:7789;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}meta-disk internal;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}}\n",
+    "\n",
+    "\u{a0}on NAS2 \u{a0} { \u{a0} \u{a0}\u{a0}\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}device /dev/drbd0;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}disk /dev/sdb;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}address 192.168.0.227:7789;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}meta-disk internal;\n",
+    "\n",
+    "\u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0} \u{a0}}\n",
+    "\n",
+    "\u{a0} \u{a0}}\n",
+    "\n",
+);
+
+#[test]
+fn seed_blog_layout_with_no_break_spaces() {
+    assert!(SEED_BLOG_LAYOUT.contains('\u{a0}'));
+    let blog = parse(SEED_BLOG_LAYOUT);
+    let seed = parse(SEED_DATA_RES);
+    let (b, s) = (
+        blog.resource("data").unwrap(),
+        seed.resource("data").unwrap(),
+    );
+    assert_eq!(b.startup, s.startup);
+    assert_eq!(b.net, s.net);
+    assert_eq!(b.disk, s.disk);
+    assert_eq!(b.hosts.len(), 2);
+    for (bh, sh) in b.hosts.iter().zip(&s.hosts) {
+        assert_eq!(
+            (&bh.name, &bh.device, &bh.disk, bh.address, &bh.meta_disk),
+            (&sh.name, &sh.device, &sh.disk, sh.address, &sh.meta_disk)
+        );
+    }
+    assert_eq!(b.hosts[1].line, 31);
+}
+
+#[test]
+fn blog_annotations_left_in_are_pointed_at() {
+    let text = SEED_BLOG_LAYOUT.replacen(
+        "device /dev/drbd0;",
+        "device /dev/drbd0;    <- \u{b514}\u{c2a4}\u{d06c}",
+        1,
+    );
+    assert_eq!(err(&text), "t.res:21:40: unknown keyword `<-` in `on NAS1`");
+}
