@@ -94,10 +94,6 @@ fn commands_not_built_yet_refuse_with_a_reason() {
         );
     }
     assert_eq!(
-        node.fails(&["agent"]),
-        "hadisk: `hadisk agent` is not in this build of hadisk yet (it needs the peer link); nothing was started\n"
-    );
-    assert_eq!(
         node.fails(&["demo"]),
         "hadisk: `hadisk demo` is not in this build of hadisk yet (it needs the peer link); nothing was started\n"
     );
