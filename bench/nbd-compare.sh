@@ -1,30 +1,42 @@
 #!/usr/bin/env bash
-# Side-by-side NBD export benchmark: hadisk vs nbdkit's file plugin vs qemu-nbd.
+# Side-by-side NBD export benchmark: hadisk (the real daemon, a standalone
+# Primary) vs nbdkit's file plugin vs qemu-nbd.
 #
-# One run, same kind of backing file for every target (1 GiB of random data,
-# no holes, on the same file system, through the page cache), fio
+# One run, the same kind of backing file for every target (SIZE_MIB of random
+# data, no holes, on the same file system, through the page cache), fio
 # ioengine=nbd against each, one markdown table with ratios to nbdkit.
+# Targets run back to back; `sync` between them so that no target pays for
+# the previous one's dirty pages.
+#
+# hadisk targets:
+#   hadisk         `hadisk daemon` as shipped (HADISK_IO_MODE unset: the default)
+#   hadisk-inline  the same daemon with HADISK_IO_MODE=inline (page-cache I/O in
+#                  the connection task, see crates/nbd-server/src/local.rs)
+# Each: create-md --force, daemon, up, primary --force; export "data" on
+# RUN_DIR/data.nbd. The export is the usable size (the metadata sits at the end
+# of the file), so fio uses FIO_SIZE_MIB (< SIZE_MIB) on every target alike.
 #
 # Environment:
-#   HADISK_SERVER  command that serves "$IMG" as export "data" on unix socket "$SOCK"
-#                  (default: the serve-file example; later e.g. the hadisk daemon)
 #   RUNTIME_S      seconds per fio job (default 8)
 #   SIZE_MIB       backing file size (default 1024)
 #   WORK_DIR       where the images live (default: a fresh dir under /var/tmp)
-#   TARGETS        subset of "hadisk nbdkit qemu-nbd" (default all three)
-#   RESULTS        markdown file whose "## NBD export" section is replaced (default bench/RESULTS.md;
-#                  empty = do not write)
+#   TARGETS        subset of "hadisk hadisk-inline nbdkit qemu-nbd" (default all)
+#   RESULTS        markdown file whose "## NBD server" section is replaced
+#                  (default bench/RESULTS.md; empty = do not write)
+#   HADISK_BIN     the hadisk binary (default: cargo build --release -p hadisk)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 RUNTIME_S=${RUNTIME_S:-8}
 SIZE_MIB=${SIZE_MIB:-1024}
-TARGETS=${TARGETS:-"hadisk nbdkit qemu-nbd"}
+FIO_SIZE_MIB=$((SIZE_MIB - 16))
+TARGETS=${TARGETS:-"nbdkit hadisk qemu-nbd hadisk-inline"}
 RESULTS=${RESULTS-$here/RESULTS.md}
 work=${WORK_DIR:-$(mktemp -d /var/tmp/nbd-compare.XXXXXX)}
 mkdir -p "$work"
 server_pid=""
+hadisk_env=()
 
 cleanup() {
     stop_server
@@ -40,14 +52,13 @@ stop_server() {
     fi
 }
 
-if [[ -z "${HADISK_SERVER:-}" ]]; then
-    target_dir=${CARGO_TARGET_DIR:-$repo/target}
-    (cd "$repo" && cargo build --release -q -p hadisk-nbd-server --example serve-file)
-    HADISK_SERVER="$target_dir/release/examples/serve-file \"\$IMG\" \"\$SOCK\" --name data"
+if [[ -z "${HADISK_BIN:-}" ]]; then
+    (cd "$repo" && cargo build --release -q -p hadisk)
+    HADISK_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/hadisk
 fi
 
-wait_socket() {
-    for _ in $(seq 1 100); do
+wait_uri() {
+    for _ in $(seq 1 200); do
         if nbdinfo --size "$1" >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
@@ -55,21 +66,46 @@ wait_socket() {
     return 1
 }
 
-start_target() { # name img sock
-    local name=$1 IMG=$2 SOCK=$3
-    export IMG SOCK
-    case $name in
-        hadisk) eval "$HADISK_SERVER" >"$work/$name.log" 2>&1 & ;;
-        nbdkit) nbdkit -f -U "$SOCK" file "$IMG" >"$work/$name.log" 2>&1 & ;;
-        qemu-nbd) qemu-nbd -f raw --cache=writeback --aio=threads -t -e 8 -x data -k "$SOCK" "$IMG" \
-                      >"$work/$name.log" 2>&1 & ;;
-    esac
+hadisk() { "${hadisk_env[@]}" "$HADISK_BIN" "$@"; }
+
+start_hadisk() { # mode img dir
+    local mode=$1 img=$2 dir=$3
+    mkdir -p "$dir/run"
+    cat >"$dir/data.res" <<EOF
+resource data {
+  on bench { device /dev/nbd0; disk $img; address 127.0.0.1:17789; meta-disk internal; }
+  on bench-peer { device /dev/nbd0; disk /nonexistent; address 127.0.0.1:17790; meta-disk internal; }
+}
+EOF
+    hadisk_env=(env HADISK_CONFIG="$dir/data.res" HADISK_NODE=bench HADISK_RUN_DIR="$dir/run")
+    if [[ $mode == inline ]]; then hadisk_env+=(HADISK_IO_MODE=inline); fi
+    hadisk create-md --force --yes data >"$dir/create-md.log" 2>&1
+    # Started directly (env execs hadisk), so that $! is the daemon itself.
+    "${hadisk_env[@]}" "$HADISK_BIN" daemon >"$dir/daemon.log" 2>&1 &
     server_pid=$!
+    for _ in $(seq 1 100); do [[ -S $dir/run/hadisk.sock ]] && break; sleep 0.1; done
+    hadisk up data >/dev/null
+    hadisk primary --force data >/dev/null
+    uri="nbd+unix:///data?socket=$dir/run/data.nbd"
+}
+
+start_target() { # name img sock
+    local name=$1 img=$2 sock=$3
     case $name in
-        nbdkit) uri="nbd+unix:///?socket=$SOCK" ;;
-        *) uri="nbd+unix:///data?socket=$SOCK" ;;
+        hadisk) start_hadisk default "$img" "$work/$name" ;;
+        hadisk-inline) start_hadisk inline "$img" "$work/$name" ;;
+        nbdkit)
+            nbdkit -f -U "$sock" file "$img" >"$work/$name.log" 2>&1 &
+            server_pid=$!
+            uri="nbd+unix:///?socket=$sock" ;;
+        qemu-nbd)
+            qemu-nbd -f raw --cache=writeback --aio=threads -t -e 8 -x data -k "$sock" "$img" \
+                >"$work/$name.log" 2>&1 &
+            server_pid=$!
+            uri="nbd+unix:///data?socket=$sock" ;;
+        *) echo "unknown target $name" >&2; exit 2 ;;
     esac
-    wait_socket "$uri"
+    wait_uri "$uri"
 }
 
 # fio job definitions: name|fio args
@@ -81,23 +117,34 @@ jobs=(
     "seqwrite_1m_fsync16|--rw=write --bs=1m --iodepth=1 --fsync=16"
 )
 
-run_fio() { # uri jobname args -> json file
+run_fio() { # uri jobname args out
     local uri=$1 job=$2 args=$3 out=$4
     # shellcheck disable=SC2086
-    fio --name="$job" --ioengine=nbd --uri="$uri" --size="${SIZE_MIB}m" --time_based \
+    fio --name="$job" --ioengine=nbd --uri="$uri" --size="${FIO_SIZE_MIB}m" --time_based \
         --runtime="$RUNTIME_S" --ramp_time=1 --invalidate=0 --group_reporting \
         --output-format=json --output="$out" $args >/dev/null
 }
 
+# Server CPU seconds (user+sys) of a PID, from /proc.
+cpu_s() {
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+seed="$work/seed.img"
+if [[ ! -f "$seed" ]]; then
+    head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$seed"
+fi
+
 declare -A result
+declare -A cpu
 for target in $TARGETS; do
     img="$work/$target.img"
-    if [[ ! -f "$img" ]]; then
-        head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$img"
-    fi
+    cp "$seed" "$img"
+    sync
     sock="$work/$target.sock"
     rm -f "$sock"
     start_target "$target" "$img" "$sock"
+    cpu_before=$(cpu_s "$server_pid")
     for entry in "${jobs[@]}"; do
         job=${entry%%|*}
         args=${entry#*|}
@@ -117,7 +164,9 @@ PY
 )
         echo "$target $job: ${result[$target.$job]}" >&2
     done
+    cpu[$target]=$(python3 -c "print(f'{$(cpu_s "$server_pid") - $cpu_before:.1f}')")
     stop_server
+    rm -f "$img"
 done
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
@@ -151,8 +200,16 @@ table=$(
             echo "$row"
         done
     done
+    row="| all five jobs | server CPU s |"
+    for target in $TARGETS; do row+=" ${cpu[$target]} |"; done
+    echo "$row"
 )
-note="Ratios are to nbdkit (higher is better; for latency the ratio is nbdkit/target). $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ${SIZE_MIB} MiB random-filled files on $(df -T "$work" | awk 'NR==2{print $2}'), page cache, ${RUNTIME_S}s fio runs, fio ioengine=nbd."
+note="Ratios are to nbdkit (higher is better; for latency the ratio is nbdkit/target). \
+$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared), ${SIZE_MIB} MiB random-filled files on \
+$(df -T "$work" | awk 'NR==2{print $2}'), page cache, fio ${FIO_SIZE_MIB} MiB range, \
+${RUNTIME_S} s per job, fio ioengine=nbd over a Unix socket. hadisk = the real daemon as a \
+standalone Primary (create-md, daemon, up, primary --force), default I/O mode; hadisk-inline = \
+HADISK_IO_MODE=inline."
 echo
 echo "$table"
 echo
@@ -162,9 +219,9 @@ if [[ -n "$RESULTS" ]]; then
     python3 - "$RESULTS" "$table" "$note" <<'PY'
 import sys, re, os
 path, table, note = sys.argv[1], sys.argv[2], sys.argv[3]
-section = "## NBD export\n\nProduced by `bench/nbd-compare.sh`.\n\n" + table + "\n\n" + note + "\n"
+section = "## NBD server\n\nProduced by `bench/nbd-compare.sh`.\n\n" + table + "\n\n" + note + "\n"
 text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-pattern = re.compile(r"## NBD export\n.*?(?=\n## |\Z)", re.S)
+pattern = re.compile(r"## NBD server\n.*?(?=\n## |\Z)", re.S)
 text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
 open(path, "w").write(text.rstrip("\n") + "\n")
 PY

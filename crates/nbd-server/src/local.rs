@@ -3,13 +3,21 @@
 //! The export is the window `[0, size_bytes)` of the device, so a daemon can
 //! export the usable size and keep the metadata at the end out of reach.
 //!
-//! Where the blocking `pread`/`pwrite` runs is [`IoMode`]:
+//! Reads first try [`BlockDevice::read_at_cached`] (`preadv2(RWF_NOWAIT)` on
+//! a file or device): a page-cache hit is copied in place, in the connection
+//! task, and cannot wait for the disk. Only a miss goes to tokio's blocking
+//! thread pool, in every mode.
+//!
+//! Where the blocking `pwrite` (and a read miss) runs is [`IoMode`]:
 //! - `Blocking` (the default): on tokio's blocking thread pool, so a slow disk
 //!   never stalls the reactor; several I/Os run at once (no lock around the
-//!   file), bounded by the pool size.
-//! - `Inline`: in the connection task itself. Cheapest when the data is in
-//!   the page cache (no thread hand-off), but a slow disk stalls that worker
-//!   thread; for benchmarks and page-cache-only setups.
+//!   file), bounded by the pool size. Costs a thread hand-off per write.
+//! - `Inline`: writes in the connection task itself. Cheapest when they land
+//!   in the page cache (no hand-off), but a write that waits (dirty-page
+//!   throttling, a slow disk) stalls that worker thread; for page-cache
+//!   setups that want the lowest latency. (Buffered `RWF_NOWAIT` writes
+//!   would make this safe, but ext4 refuses them with `EOPNOTSUPP` on the
+//!   kernels measured.)
 //!
 //! Flushes and FUA always go to the blocking pool: `fdatasync` can take
 //! milliseconds even on an idle disk.
@@ -79,14 +87,15 @@ impl<D: BlockDevice + 'static> LocalVolume<D> {
         }
     }
 
-    /// Runs `op` according to the mode; `durable` forces the blocking pool.
-    fn run<T, F>(&self, durable: bool, op: F) -> VolumeFuture<T>
+    /// Runs `op` according to the mode; `may_wait` (fdatasync, a read that
+    /// missed the cache) forces the blocking pool.
+    fn run<T, F>(&self, may_wait: bool, op: F) -> VolumeFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(&D) -> io::Result<T> + Send + 'static,
     {
         let device = Arc::clone(&self.device);
-        if self.mode == IoMode::Inline && !durable {
+        if self.mode == IoMode::Inline && !may_wait {
             let result = op(&device).map_err(VolumeError::from);
             return Box::pin(std::future::ready(result));
         }
@@ -128,8 +137,16 @@ impl<D: BlockDevice + 'static> Volume for LocalVolume<D> {
     }
 
     fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes> {
-        self.run(false, move |device| {
-            let mut buf = vec![0u8; length_bytes as usize];
+        // A page-cache hit is served in place in every mode: it cannot wait
+        // for the disk, so it cannot stall the reactor either.
+        let mut buf = vec![0u8; length_bytes as usize];
+        match self.device.read_at_cached(&mut buf, offset_bytes) {
+            Ok(true) => return Box::pin(std::future::ready(Ok(Bytes::from(buf)))),
+            Ok(false) => {}
+            Err(e) => return refused(VolumeError::from(e)),
+        }
+        // A miss waits for the disk: always on the pool.
+        self.run(true, move |device| {
             device.read_at(&mut buf, offset_bytes)?;
             Ok(Bytes::from(buf))
         })

@@ -74,6 +74,17 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn size_bytes(&self) -> u64;
     /// Fills `buf` from `offset_bytes`; a short read is an error.
     fn read_at(&self, buf: &mut [u8], offset_bytes: u64) -> io::Result<()>;
+    /// Like [`Self::read_at`], but only if it can complete without waiting
+    /// for the disk (the data is in the page cache): `Ok(true)` when `buf`
+    /// was filled, `Ok(false)` when it would have to wait (then `buf` holds
+    /// nothing useful and the caller uses `read_at` where blocking is fine).
+    ///
+    /// Lets an event loop serve cached reads in place and send only misses
+    /// to a thread pool. The default never reads (always `Ok(false)`).
+    fn read_at_cached(&self, buf: &mut [u8], offset_bytes: u64) -> io::Result<bool> {
+        let _ = (buf, offset_bytes);
+        Ok(false)
+    }
     /// Writes all of `buf` at `offset_bytes`; a short write is an error.
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()>;
     /// Makes every completed write durable (fdatasync).
@@ -94,6 +105,9 @@ macro_rules! forward_block_device {
             }
             fn read_at(&self, buf: &mut [u8], offset_bytes: u64) -> io::Result<()> {
                 (**self).read_at(buf, offset_bytes)
+            }
+            fn read_at_cached(&self, buf: &mut [u8], offset_bytes: u64) -> io::Result<bool> {
+                (**self).read_at_cached(buf, offset_bytes)
             }
             fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
                 (**self).write_at(buf, offset_bytes)

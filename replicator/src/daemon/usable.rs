@@ -32,6 +32,10 @@ impl BlockDevice for UsableArea {
         check_range(offset_bytes, buf.len() as u64, self.usable_bytes)?;
         self.disk.read_at(buf, offset_bytes)
     }
+    fn read_at_cached(&self, buf: &mut [u8], offset_bytes: u64) -> io::Result<bool> {
+        check_range(offset_bytes, buf.len() as u64, self.usable_bytes)?;
+        self.disk.read_at_cached(buf, offset_bytes)
+    }
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
         check_range(offset_bytes, buf.len() as u64, self.usable_bytes)?;
         self.disk.write_at(buf, offset_bytes)
