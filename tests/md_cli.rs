@@ -492,3 +492,27 @@ fn a_mounted_device_is_refused_even_with_force() {
         )
     );
 }
+
+#[test]
+fn dump_md_into_a_closed_pipe_exits_quietly() {
+    let s = Setup::new();
+    let disk = s.image(GIB);
+    s.config(&disk, "");
+    ok(&s.hadisk("NAS1", &["create-md", "data"]));
+    for args in [&["dump-md", "data"][..], &["dump-md", "data", "--json"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hadisk"))
+            .env("HADISK_CONFIG", s.path("data.res"))
+            .env("HADISK_NODE", "NAS1")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before hadisk writes (as `| head -0` would).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(out.status.success(), "{err}");
+    }
+}

@@ -47,6 +47,25 @@ fn this_host(g: &GlobalOpts, resource: &str) -> Result<(Host, u32, String)> {
     Ok((host, res.disk.al_extents, node))
 }
 
+/// Writes to stdout; a closed pipe (`dump-md | head`) ends the output
+/// quietly instead of panicking as `println!` would.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("writing to standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        emit(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 /// One line: the error's own message, which already names its cause (the
 /// typed errors print their `source` in their message), without anyhow
 /// repeating the source chain after it.
@@ -79,15 +98,15 @@ pub fn create_md(g: &GlobalOpts, resource: &str, force: bool, yes: bool) -> Resu
         anyhow::anyhow!("writing metadata on {}: {e}; the metadata may be incomplete: fix the disk and run create-md again (with --force)", path.display())
     })?;
     for warning in &warnings {
-        println!("note: {warning} (overwritten: --force)");
+        outln!("note: {warning} (overwritten: --force)");
     }
     let l = md.layout();
-    println!(
+    outln!(
         "created hadisk metadata for '{resource}' on {} (node {})",
         path.display(),
         host.name
     );
-    println!(
+    outln!(
         "usable size: {} bytes ({}); metadata: {} bytes at the end of the disk; al-extents {}",
         l.usable_size_bytes,
         mib(l.usable_size_bytes),
@@ -145,7 +164,7 @@ fn check_filesystem(
         format!(" labelled '{}'", fs.label)
     };
     if fs.size_bytes <= layout.usable_size_bytes {
-        println!(
+        outln!(
             "{} holds an {} filesystem{label} of {} bytes; it ends below the usable size of {} \
              bytes and is kept",
             path.display(),
@@ -208,14 +227,14 @@ pub fn dump_md(g: &GlobalOpts, resource: &str, json: bool) -> Result<()> {
             object.insert("node".into(), host.name.clone().into());
             object.insert("disk".into(), path.display().to_string().into());
         }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!(
+        outln!(
             "resource '{resource}', node {} ({node}), disk {}",
             host.name,
             path.display()
         );
-        print!("{}", dump.render_text());
+        emit(&dump.render_text())?;
     }
     Ok(())
 }
