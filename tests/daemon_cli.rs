@@ -166,6 +166,40 @@ fn a_disk_is_attached_by_one_daemon_only() {
 }
 
 #[test]
+fn sigint_stops_cleanly_too_and_a_busy_nbd_listen_port_fails_up() {
+    let node = Node::new("alpha");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let disk = node.setup(RES, 64 * MIB, &format!("nbd-listen 127.0.0.1:{port};"));
+    let mut d = node.daemon();
+    let err = node.fails(&["up", RES]);
+    assert!(
+        err.starts_with(&format!(
+            "hadisk: data: cannot listen on 127.0.0.1:{port}: "
+        )) && err.ends_with(&format!("(nbd-listen in {})\n", node.config().display())),
+        "{err}"
+    );
+    assert!(
+        !node.socket(RES).exists(),
+        "a failed up leaves no NBD socket"
+    );
+    assert!(
+        node.md_flags(&disk).contains(&"clean-shutdown"),
+        "a failed up does not touch the metadata"
+    );
+    drop(busy);
+    node.make_primary(RES);
+    let status = d.interrupt();
+    assert!(status.success(), "SIGINT exit {status}:\n{}", d.log_text());
+    assert!(d.log_text().contains("SIGINT received"));
+    let flags = node.md_flags(&disk);
+    assert!(
+        flags.contains(&"clean-shutdown") && !flags.contains(&"primary"),
+        "{flags:?}"
+    );
+}
+
+#[test]
 fn promotion_rules_status_and_generation_uuids() {
     let node = Node::new("alpha");
     let disk = node.setup(RES, 64 * MIB, "");

@@ -402,6 +402,13 @@ impl DaemonGuard {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
+    /// SIGINT (Ctrl-C) and wait: returns the exit status.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        wait_or_kill(&mut child, Duration::from_secs(30))
+    }
     /// SIGTERM and wait: returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
