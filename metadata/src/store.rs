@@ -306,10 +306,12 @@ impl Metadata {
                 .write_at(&tr.encode(), offset_bytes)
                 .map_err(io_err(area, "write"))?;
             self.device.sync_data().map_err(io_err(area, "sync"))?;
+            // Advanced per durable transaction: after a failure part-way,
+            // the next contexts restate what the disk really holds.
+            tr.apply(&mut self.al_table);
             self.al_next_number = tr.number + 1;
             self.al_context_start = al::next_context_start(layout.al_extents, tr.context_start);
         }
-        self.al_table = table;
         Ok(())
     }
 

@@ -314,3 +314,30 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_failed_al_write_leaves_the_table_the_disk_holds() {
+    use hadisk_storage::{FaultRule, FaultyDevice, OpKind};
+    let dev = Arc::new(FaultyDevice::new(MemDevice::new(GIB)));
+    let mut md = Metadata::create(dev.clone(), 200, 0).unwrap();
+    let change = |slot: u32| hadisk_bitmap::SlotChange {
+        slot,
+        old_extent: None,
+        new_extent: slot,
+    };
+    let changes: Vec<_> = (0..70).map(change).collect();
+    // 70 changes = two transactions; the second one's write fails.
+    dev.inject(FaultRule::on(OpKind::Write).after(1).times(1));
+    let err = md.write_al_transaction(&changes).unwrap_err().to_string();
+    assert!(err.starts_with("activity-log slot 2 (byte "), "{err}");
+    assert!(err.contains(": write failed: "), "{err}");
+    let mut expected = vec![None; 200];
+    for slot in 0..64 {
+        expected[slot] = Some(slot as u32);
+    }
+    assert_eq!(md.al_slots(), &expected[..]);
+    // The next transaction restates that table, not the one before.
+    md.write_al_transaction(&[change(100)]).unwrap();
+    expected[100] = Some(100);
+    assert_eq!(Metadata::open(dev).unwrap().al_recovery().slots, expected);
+}
