@@ -332,8 +332,8 @@ fn a_failed_al_write_leaves_the_table_the_disk_holds() {
     assert!(err.starts_with("activity-log slot 2 (byte "), "{err}");
     assert!(err.contains(": write failed: "), "{err}");
     let mut expected = vec![None; 200];
-    for slot in 0..64 {
-        expected[slot] = Some(slot as u32);
+    for (slot, entry) in expected.iter_mut().enumerate().take(64) {
+        *entry = Some(slot as u32);
     }
     assert_eq!(md.al_slots(), &expected[..]);
     // The next transaction restates that table, not the one before.
