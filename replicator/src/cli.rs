@@ -105,7 +105,27 @@ pub enum Command {
         /// Directory holding `ha.cf`, `authkeys` and `haresources`.
         #[arg(long, default_value = "/etc/hadisk/ha.d")]
         ha_dir: PathBuf,
+        /// Without one: run the agent in the foreground.
+        #[command(subcommand)]
+        action: Option<AgentAction>,
     },
     /// A complete two-node pair on this machine, in a temporary directory.
     Demo,
+}
+
+/// `hadisk agent ACTION`: talk to the running agent (its `agent.sock` in the
+/// run directory).
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentAction {
+    /// Who holds each group, the peer's last heartbeat age, each resource's state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand the groups to the peer while it is alive (as hb_standby).
+    Standby,
+    /// Take the groups to this node (as hb_takeover); also retries a failed start.
+    Takeover,
+    /// Back to the automatic policy after standby or takeover.
+    Auto,
 }

@@ -3,6 +3,7 @@
 //! offline metadata commands. I/O and glue only: the formats and the
 //! replication rules live in the pure crates under `crates/` and `metadata/`.
 
+pub mod agent;
 pub mod cli;
 pub mod control;
 pub mod daemon;
@@ -39,9 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", status::render_overview(&report));
             Ok(())
         }
-        Command::Agent { .. } => {
-            anyhow::bail!("`hadisk agent` is not in this build of hadisk yet (it needs the peer link); nothing was started")
-        }
+        Command::Agent { ha_dir, action } => agent::run(&g, ha_dir, action),
         Command::Demo => {
             anyhow::bail!("`hadisk demo` is not in this build of hadisk yet (it needs the peer link); nothing was started")
         }

@@ -10,7 +10,10 @@ use hadisk::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Daemon));
+    init_tracing(matches!(
+        cli.command,
+        Command::Daemon | Command::Agent { action: None, .. }
+    ));
     match hadisk::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
