@@ -516,3 +516,35 @@ fn dump_md_into_a_closed_pipe_exits_quietly() {
         assert!(out.status.success(), "{err}");
     }
 }
+
+#[test]
+fn config_directory_and_flags_over_environment() {
+    let s = Setup::new();
+    let disk = s.image(GIB);
+    let res = s.config(&disk, "");
+    let dir = s.path("etc");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::rename(&res, dir.join("data.res")).unwrap();
+    // HADISK_CONFIG points at a missing file and HADISK_NODE at no host: the
+    // flags win.
+    let out = s.hadisk(
+        "nas3",
+        &[
+            "--config",
+            dir.to_str().unwrap(),
+            "--node",
+            "NAS1",
+            "create-md",
+            "data",
+        ],
+    );
+    assert!(ok(&out).starts_with("created hadisk metadata for 'data'"));
+    let err = fails(&s.hadisk(
+        "nas3",
+        &["--config", dir.to_str().unwrap(), "dump-md", "data"],
+    ));
+    assert_eq!(
+        err,
+        "hadisk: 'data' not defined in your config (for this host 'nas3'); hosts: NAS1, NAS2"
+    );
+}
