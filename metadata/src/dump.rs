@@ -209,3 +209,79 @@ pub fn node_name_hash(name: &str) -> u64 {
     name.bytes()
         .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hadisk_storage::MemDevice;
+    use std::sync::Arc;
+
+    /// The JSON keys are exactly the ones the module header documents.
+    #[test]
+    fn json_fields_are_the_documented_ones() {
+        let md = Metadata::create(
+            Arc::new(MemDevice::new(1 << 30)),
+            1237,
+            node_name_hash("NAS1"),
+        )
+        .unwrap();
+        let value = serde_json::to_value(MetadataDump::of(&md).unwrap()).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let documented = [
+            "active_slot",
+            "al",
+            "al_extents",
+            "al_offset_bytes",
+            "al_ring_slots",
+            "bitmap_area_bytes",
+            "bitmap_granularity_bytes",
+            "bitmap_offset_bytes",
+            "dirty_blocks",
+            "dirty_bytes",
+            "disk_size_bytes",
+            "flags",
+            "flags_raw",
+            "format_version",
+            "metadata_bytes",
+            "node_name_hash",
+            "sequence",
+            "superblock_fallback",
+            "superblock_offset_bytes",
+            "usable_size_bytes",
+            "uuids",
+        ];
+        assert_eq!(keys, documented);
+        let header = include_str!("dump.rs");
+        for key in documented {
+            assert!(
+                header.contains(&format!("`{key}`")),
+                "{key} is not documented"
+            );
+        }
+        let al: Vec<&str> = value["al"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            al,
+            [
+                "active_count",
+                "active_extents",
+                "last_transaction",
+                "torn_slot"
+            ]
+        );
+        assert_eq!(
+            value["node_name_hash"],
+            format!("{:016X}", node_name_hash("NAS1"))
+        );
+        assert_eq!(node_name_hash(""), 0xcbf2_9ce4_8422_2325);
+    }
+}
