@@ -51,6 +51,11 @@ pub const AL_UPDATES_PER_TR: usize = 64;
 pub const AL_CONTEXT_PER_TR: usize = 887;
 /// Fewest ring slots (32 KiB, DRBD's AL size).
 pub const AL_RING_MIN_SLOTS: u32 = 8;
+/// Largest transaction number accepted: far beyond any real count (one
+/// transaction per microsecond lasts 146,000 years), and it keeps the
+/// recovery arithmetic (`newest + 1`, run lengths) free of overflow on a
+/// crafted slot.
+pub const AL_TRANSACTION_MAX: u64 = 1 << 62;
 /// The on-disk "empty slot" marker in the context.
 pub const AL_EMPTY: u32 = u32::MAX;
 
@@ -131,6 +136,14 @@ impl AlTransaction {
             ));
         }
         let number = get_u64(block, 16);
+        if number > AL_TRANSACTION_MAX {
+            return Err(MetadataError::CountTooLarge {
+                area,
+                field: "transaction number",
+                max: AL_TRANSACTION_MAX,
+                found: number,
+            });
+        }
         let ring = u64::from(geometry.ring_slots.max(1));
         if number == 0 || number % ring != u64::from(index) {
             return Err(geo(
@@ -501,6 +514,13 @@ mod tests {
         assert_eq!(
             decode(&bad, 1),
             "activity-log slot 1 (byte 4096): al-extents is 7, expected 1237"
+        );
+        let mut huge = tr.clone();
+        huge.number = u64::MAX - 6; // u64::MAX - 6 is 1 modulo the ring of 8
+        assert_eq!(
+            decode(&huge, 1),
+            "activity-log slot 1 (byte 4096): transaction number is 18446744073709551609, \
+             at most 4611686018427387904 allowed"
         );
         let mut image = tr.encode();
         image[100] ^= 1;
