@@ -8,7 +8,7 @@
 //! |      0 |    8 | magic `"HADISKAL"`                                     |
 //! |      8 |    4 | format version (1)                                     |
 //! |     12 |    4 | al-extents (the slot-table size; must match the superblock) |
-//! |     16 |    8 | transaction number (>= 1; 0 never written)             |
+//! |     16 |    8 | transaction number (1 ..= 2^62; 0 never written)       |
 //! |     24 |    4 | number of updates (<= 64)                              |
 //! |     28 |    4 | context start slot (a multiple of 887, < al-extents)   |
 //! |     32 |  512 | 64 updates: (slot u32, extent u32); unused entries zero |
