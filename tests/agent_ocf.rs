@@ -31,6 +31,8 @@ fn every_ocf_action_returns_its_exit_code_against_a_real_daemon() {
         "ok: monitor -> 8",
         "ok: crm_master -Q -l reboot -v 10000",
         "ok: stop -> 0",
+        "ok: ocf-tester passed",
+        "Testing: promotion of promoted resource",
     ] {
         assert!(text.contains(line), "missing '{line}' in:\n{text}");
     }

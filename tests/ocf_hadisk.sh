@@ -117,4 +117,20 @@ expect 7 monitor
 expect_score "-Q -l reboot -D"
 expect 0 stop                           # stopped: success
 
+# --- Debian's ocf-tester (resource-agents; scripts/install-deps.sh installs
+# it): its own sequence of every action, promotable-clone checks included.
+if ! command -v ocf-tester >/dev/null 2>&1; then
+    echo "FAIL: ocf-tester is not installed: run scripts/install-deps.sh (resource-agents, libxml2-utils)"
+    FAILED=1
+else
+    if ocf-tester -v -n hadisk-ocf-test -o resource=data -o hadisk="$HADISK_BIN" \
+        -o config="$WORK/data.res" -o run_dir="$WORK/run" -o node=alpha \
+        "$AGENT" >"$WORK/tester.log" 2>&1; then
+        echo "ok: ocf-tester passed: $(grep -c '^Testing' "$WORK/tester.log") steps"
+        grep '^Testing' "$WORK/tester.log" | sed 's/^/  /'
+    else
+        echo "FAIL: ocf-tester"; sed 's/^/  /' "$WORK/tester.log"; FAILED=1
+    fi
+fi
+
 exit $FAILED
