@@ -622,6 +622,40 @@ mod tests {
             prop_assert_eq!(AlTransaction::decode(area(5), 5, GEO, &tr.encode()).unwrap(), tr);
         }
 
+        /// Any mix of empty, damaged and valid slots with arbitrary numbers
+        /// and contents: recovery returns a table or a damage error, never
+        /// panics.
+        #[test]
+        fn recovery_of_arbitrary_rings_never_panics(
+            slots in proptest::collection::vec(
+                (0u8..3, 0u64..=AL_TRANSACTION_MAX / 8, proptest::collection::vec((0u32..20, 0u32..100), 0..4),
+                 proptest::collection::vec(proptest::option::of(0u32..100), 20)),
+                8,
+            ),
+        ) {
+            let geo = AlGeometry { al_extents: 20, ring_slots: 8, device_extents: 100 };
+            let ring: Vec<RingSlot> = slots
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, k, updates, context))| match kind {
+                    0 => RingSlot::Empty,
+                    1 => RingSlot::Damaged("x".into()),
+                    _ => RingSlot::Valid(AlTransaction {
+                        al_extents: 20,
+                        number: (k * 8 + i as u64).max(1),
+                        updates,
+                        context_start: 0,
+                        context,
+                    }),
+                })
+                .collect();
+            match recover(geo, &ring, &[0; 8]) {
+                Ok(rec) => prop_assert_eq!(rec.slots.len(), 20),
+                Err(MetadataError::AlDamaged { .. }) => {}
+                Err(other) => prop_assert!(false, "{}", other),
+            }
+        }
+
         /// Replaying any window of the newest transactions that the ring
         /// keeps gives the planner's table.
         #[test]
