@@ -548,3 +548,60 @@ fn config_directory_and_flags_over_environment() {
         "hadisk: 'data' not defined in your config (for this host 'nas3'); hosts: NAS1, NAS2"
     );
 }
+
+/// `create-md --force` on a terminal asks first, as drbdadm does; `script`
+/// (util-linux) gives hadisk a pseudo-terminal.
+#[test]
+fn force_on_a_terminal_asks_first() {
+    let s = Setup::new();
+    let disk = s.image(GIB);
+    s.config(&disk, "");
+    ok(&s.hadisk("NAS1", &["create-md", "data"]));
+    ok(&s.hadisk("NAS1", &["create-md", "data", "--force"])); // not a terminal: no question
+    let on_tty = |answer: &str, extra: &str| {
+        let mut child = Command::new("script")
+            .args([
+                "-qec",
+                &format!(
+                    "{} create-md data --force {extra}",
+                    env!("CARGO_BIN_EXE_hadisk")
+                ),
+                "/dev/null",
+            ])
+            .env("HADISK_CONFIG", s.path("data.res"))
+            .env("HADISK_NODE", "NAS1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+        )
+    };
+    let (code, out) = on_tty("no\n", "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("Do you want to overwrite it? Type 'yes' to continue: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("hadisk: nothing written: answer 'yes' to overwrite, or pass --yes"),
+        "{out}"
+    );
+    let (code, out) = on_tty("yes\n", "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("created hadisk metadata for 'data'"), "{out}");
+    assert!(!out.contains("note:"), "asked, so no note: {out}");
+    let (code, out) = on_tty("", "--yes");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("Do you want"), "{out}");
+}

@@ -91,13 +91,14 @@ pub fn create_md(g: &GlobalOpts, resource: &str, force: bool, yes: bool) -> Resu
     let mut warnings = Vec::new();
     check_existing_metadata(&*device, path, resource, force, &mut warnings)?;
     check_filesystem(&*device, path, resource, &layout, force, &mut warnings)?;
-    if !warnings.is_empty() && std::io::stdin().is_terminal() && !yes {
+    let asked = !warnings.is_empty() && std::io::stdin().is_terminal() && !yes;
+    if asked {
         confirm(&warnings)?;
     }
     let md = Metadata::create(device, al_extents, node_name_hash(&node)).map_err(|e| {
         anyhow::anyhow!("writing metadata on {}: {e}; the metadata may be incomplete: fix the disk and run create-md again (with --force)", path.display())
     })?;
-    for warning in &warnings {
+    for warning in warnings.iter().filter(|_| !asked) {
         outln!("note: {warning} (overwritten: --force)");
     }
     let l = md.layout();
@@ -207,7 +208,7 @@ fn confirm(warnings: &[String]) -> Result<()> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     if answer.trim() != "yes" {
-        bail!("nothing written (answer 'yes', or pass --yes)");
+        bail!("nothing written: answer 'yes' to overwrite, or pass --yes");
     }
     Ok(())
 }
