@@ -11,6 +11,10 @@
 //!   destroys its tail). A filesystem that ends below the usable size is
 //!   kept and reported.
 //!
+//! With `--force` on a terminal, create-md names what it will overwrite and
+//! asks for `yes` first, as drbdadm does; `--yes` (or a non-terminal stdin,
+//! as in scripts) skips the question and prints a note instead.
+//!
 //! `dump-md --json` prints one object: the fields of
 //! [`hadisk_metadata::MetadataDump`] (documented in `metadata/src/dump.rs`)
 //! plus `resource`, `node` and `disk` (the backing disk's path).
