@@ -75,6 +75,9 @@ pub enum RunError {
     /// Something else at start (ping socket, signals, ping node names).
     #[error("{0}")]
     Setup(String),
+    /// At shutdown, a group could not be stopped cleanly.
+    #[error("stopped with resources that may still be active: {0}")]
+    StopFailed(String),
 }
 
 /// Logs the first of a kind at once, then at most once per interval.
@@ -298,6 +301,22 @@ pub async fn run(opts: AgentOptions) -> Result<(), RunError> {
             // Tell the peer twice (one may be lost) that nothing is held.
             r.send_heartbeat(&transport).await;
             r.send_heartbeat(&transport).await;
+            let failed: Vec<String> = r
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.state == GroupState::StopFailed)
+                .map(|(i, s)| {
+                    format!(
+                        "group {}: {}",
+                        i + 1,
+                        s.last_failure.clone().unwrap_or_default()
+                    )
+                })
+                .collect();
+            if !failed.is_empty() {
+                return Err(RunError::StopFailed(failed.join("; ")));
+            }
             tracing::info!("every group is stopped; the agent exits");
             return Ok(());
         }
