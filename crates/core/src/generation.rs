@@ -1,30 +1,35 @@
 //! Generation-UUID bookkeeping (DESIGN.md §4), pure functions on [`Uuids`].
 //!
 //! Invariants: a new generation never loses the UUID the peer may still
-//! hold as its current one (it goes to `bitmap`, or stays there, and the
-//! superseded current goes to history); bit 0 of a generated UUID records
-//! whether this node was Primary when it started that generation.
+//! hold as its current one (it goes to `bitmap`, or `bitmap` is already
+//! set and nothing changes); bit 0 of a generated UUID records whether this
+//! node was Primary when it started that generation.
 
 use hadisk_peer_proto::{Uuids, UUID_JUST_CREATED};
 
 /// Starts a new data generation while disconnected (promotion, or a Primary
-/// losing its peer): `current` moves to `bitmap` when that is empty (else
-/// to history) and `fresh` becomes `current`.
+/// losing its peer), as DRBD's `drbd_uuid_new_current` under its callers'
+/// `uuid[UI_BITMAP] == 0` condition: `current` moves to `bitmap` and `fresh`
+/// becomes `current`. When `bitmap` is already set the node is still
+/// tracking changes since that generation (its bitmap covers them all), so
+/// nothing changes: pushing `current` into history instead would, after a
+/// few link losses, rotate out the UUID the peer holds and turn a bitmap
+/// resync into "unrelated data" (the simulator found that).
 pub fn new_generation(u: &Uuids, fresh: u64, primary: bool) -> Uuids {
-    let mut next = *u;
-    let flag = u64::from(primary);
-    if Uuids::id(u.bitmap) == 0 {
-        next.bitmap = Uuids::id(u.current) | flag;
-    } else {
-        next.history = [u.current, u.history[0]];
+    if Uuids::id(u.bitmap) != 0 {
+        return *u;
     }
+    let flag = u64::from(primary);
     // Never collide with the reserved values 0 and "just created".
     let mut id = Uuids::id(fresh);
     if id == 0 || id == Uuids::id(UUID_JUST_CREATED) {
         id = 0x5EED_0000_0000_0000;
     }
-    next.current = id | flag;
-    next
+    Uuids {
+        current: id | flag,
+        bitmap: Uuids::id(u.current) | flag,
+        history: u.history,
+    }
 }
 
 /// The source's UUIDs when a resync finished: `bitmap` rotates into history.
@@ -74,16 +79,8 @@ mod tests {
                 history: [0x20, 0x30]
             }
         );
-        // Already tracking changes since 0x10: the bitmap generation stays.
-        let b = new_generation(&a, 0x50, false);
-        assert_eq!(
-            b,
-            Uuids {
-                current: 0x50,
-                bitmap: 0x11,
-                history: [0x41, 0x20]
-            }
-        );
+        // Already tracking changes since 0x10: nothing changes.
+        assert_eq!(new_generation(&a, 0x50, false), a);
         let src = finish_sync_source(&a);
         assert_eq!(
             src,

@@ -221,6 +221,7 @@ impl Resource {
             self.sb.peer_outdated &= !clear_outdated;
             self.queue_meta(None, true);
         }
+        self.release_meta_waiting_writes();
         self.pump();
     }
 

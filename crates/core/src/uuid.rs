@@ -39,7 +39,8 @@ pub enum Rule {
     /// 35/37: the mirror image of 34/36.
     ResyncFinishedMissedByTarget,
     /// 40: equal current UUIDs: nothing beyond the bitmaps, except that a
-    /// crashed Primary's activity-log extents go to the peer.
+    /// crashed Primary's activity-log extents are synced (from the peer,
+    /// unless both crashed).
     CrashedPrimary,
     /// 50: the peer's bitmap UUID is this side's current: the peer moved on.
     BitmapPeer,
@@ -261,12 +262,17 @@ fn compare_equal_current(
             Rule::ResyncFinishedMissedByTarget,
         );
     }
-    // Common power failure: a crashed Primary's AL extents are out of sync
-    // with the peer, and the crashed Primary has the newer data in them.
+    // A crashed Primary's AL extents are out of sync with the peer. DRBD
+    // makes the crashed Primary the source; hadisk makes it the target when
+    // the peer did not crash too: the peer acknowledged every write the
+    // Primary acknowledged, while the Primary may have lost unflushed ones
+    // from its volatile cache (writes only the Primary has were never
+    // acknowledged, so either copy is correct for them). The simulator
+    // found the DRBD direction losing acknowledged writes.
     let outcome = match (local_crashed_primary, peer_crashed_primary) {
         (false, false) => Compare::Equal,
-        (true, false) => Compare::Source { full: false },
-        (false, true) => Compare::Target { full: false },
+        (true, false) => Compare::Target { full: false },
+        (false, true) => Compare::Source { full: false },
         (true, true) if local_yields_on_tie => Compare::Target { full: false },
         (true, true) => Compare::Source { full: false },
     };
@@ -474,19 +480,19 @@ mod tests {
                 Rule::CrashedPrimary,
             ),
             (
-                "crashed-primary self",
+                "crashed-primary self: the peer has every acknowledged write",
                 crashed(side(u(0x10, 0, 0, 0), S, C)),
-                side(u(0x10, 0, 0, 0), S, C),
+                side(u(0x10, 0, 0, 0), S, U),
                 d,
-                src(false),
+                tgt(false),
                 Rule::CrashedPrimary,
             ),
             (
                 "crashed-primary peer",
-                side(u(0x10, 0, 0, 0), S, C),
+                side(u(0x10, 0, 0, 0), S, U),
                 crashed(side(u(0x10, 0, 0, 0), S, C)),
                 d,
-                tgt(false),
+                src(false),
                 Rule::CrashedPrimary,
             ),
             (

@@ -117,6 +117,11 @@ impl Resource {
 
     /// Issues writes whose AL transaction is now durable.
     pub(crate) fn release_meta_waiting_writes(&mut self) {
+        if matches!(self.link, Link::Handshake(_)) {
+            // Issued now they would be marked in a bitmap the peer already
+            // has a copy of; `connected` releases them once decided.
+            return;
+        }
         let done = self.meta_done;
         let ready: Vec<IoId> = self
             .writes
