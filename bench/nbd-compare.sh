@@ -5,22 +5,29 @@
 # One run, the same kind of backing file for every target (SIZE_MIB of random
 # data, no holes, on the same file system, through the page cache), fio
 # ioengine=nbd against each, one markdown table with ratios to nbdkit.
-# Targets run back to back; `sync` between them so that no target pays for
-# the previous one's dirty pages.
+# The machine is shared, so the order is job-major: for each job, every
+# target runs back to back (a fresh server each time, `sync` before it so
+# that no target pays for another's dirty pages), and with ROUNDS > 1 the
+# whole sweep repeats and each figure is the median of its rounds.
 #
-# hadisk targets:
-#   hadisk         `hadisk daemon` as shipped (HADISK_IO_MODE unset: the default)
-#   hadisk-inline  the same daemon with HADISK_IO_MODE=inline (page-cache I/O in
-#                  the connection task, see crates/nbd-server/src/local.rs)
-# Each: create-md --force, daemon, up, primary --force; export "data" on
-# RUN_DIR/data.nbd. The export is the usable size (the metadata sits at the end
-# of the file), so fio uses FIO_SIZE_MIB (< SIZE_MIB) on every target alike.
+# hadisk targets (crates/nbd-server/src/local.rs explains the I/O modes):
+#   hadisk           `hadisk daemon` as shipped (HADISK_IO_MODE unset: adaptive)
+#   hadisk-inline    the same daemon with HADISK_IO_MODE=inline
+#   hadisk-blocking  the same daemon with HADISK_IO_MODE=blocking
+# Each: create-md --force (once), then per job: daemon, up, primary --force;
+# export "data" on RUN_DIR/data.nbd. The export is the usable size (the
+# metadata sits at the end of the file), so fio uses FIO_SIZE_MIB (< SIZE_MIB)
+# on every target alike.
 #
 # Environment:
 #   RUNTIME_S      seconds per fio job (default 8)
 #   SIZE_MIB       backing file size (default 1024)
 #   WORK_DIR       where the images live (default: a fresh dir under /var/tmp)
-#   TARGETS        subset of "hadisk hadisk-inline nbdkit qemu-nbd" (default all)
+#   TARGETS        list from "nbdkit hadisk qemu-nbd hadisk-inline hadisk-blocking"
+#                  (default "nbdkit hadisk qemu-nbd"); nbdkit is the baseline
+#   ROUNDS         sweeps over all jobs and targets; figures are medians (default 1)
+#   NICE           niceness for servers and fio alike, e.g. -10 to shield the
+#                  measurement from other work on the machine (default 0)
 #   RESULTS        markdown file whose "## NBD server" section is replaced
 #                  (default bench/RESULTS.md; empty = do not write)
 #   HADISK_BIN     the hadisk binary (default: cargo build --release -p hadisk)
@@ -31,7 +38,10 @@ repo=$(cd "$here/.." && pwd)
 RUNTIME_S=${RUNTIME_S:-8}
 SIZE_MIB=${SIZE_MIB:-1024}
 FIO_SIZE_MIB=$((SIZE_MIB - 16))
-TARGETS=${TARGETS:-"nbdkit hadisk qemu-nbd hadisk-inline"}
+TARGETS=${TARGETS:-"nbdkit hadisk qemu-nbd"}
+ROUNDS=${ROUNDS:-1}
+NICE=${NICE:-0}
+run_nice=(nice -n "$NICE")
 RESULTS=${RESULTS-$here/RESULTS.md}
 work=${WORK_DIR:-$(mktemp -d /var/tmp/nbd-compare.XXXXXX)}
 mkdir -p "$work"
@@ -71,17 +81,19 @@ hadisk() { "${hadisk_env[@]}" "$HADISK_BIN" "$@"; }
 start_hadisk() { # mode img dir
     local mode=$1 img=$2 dir=$3
     mkdir -p "$dir/run"
-    cat >"$dir/data.res" <<EOF
+    hadisk_env=(env HADISK_CONFIG="$dir/data.res" HADISK_NODE=bench HADISK_RUN_DIR="$dir/run")
+    if [[ $mode != default ]]; then hadisk_env+=(HADISK_IO_MODE="$mode"); fi
+    if [[ ! -f $dir/data.res ]]; then
+        cat >"$dir/data.res" <<EOF
 resource data {
   on bench { device /dev/nbd0; disk $img; address 127.0.0.1:17789; meta-disk internal; }
   on bench-peer { device /dev/nbd0; disk /nonexistent; address 127.0.0.1:17790; meta-disk internal; }
 }
 EOF
-    hadisk_env=(env HADISK_CONFIG="$dir/data.res" HADISK_NODE=bench HADISK_RUN_DIR="$dir/run")
-    if [[ $mode == inline ]]; then hadisk_env+=(HADISK_IO_MODE=inline); fi
-    hadisk create-md --force --yes data >"$dir/create-md.log" 2>&1
+        hadisk create-md --force --yes data >"$dir/create-md.log" 2>&1
+    fi
     # Started directly (env execs hadisk), so that $! is the daemon itself.
-    "${hadisk_env[@]}" "$HADISK_BIN" daemon >"$dir/daemon.log" 2>&1 &
+    "${run_nice[@]}" "${hadisk_env[@]}" "$HADISK_BIN" daemon >>"$dir/daemon.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 1 100); do [[ -S $dir/run/hadisk.sock ]] && break; sleep 0.1; done
     hadisk up data >/dev/null
@@ -94,12 +106,13 @@ start_target() { # name img sock
     case $name in
         hadisk) start_hadisk default "$img" "$work/$name" ;;
         hadisk-inline) start_hadisk inline "$img" "$work/$name" ;;
+        hadisk-blocking) start_hadisk blocking "$img" "$work/$name" ;;
         nbdkit)
-            nbdkit -f -U "$sock" file "$img" >"$work/$name.log" 2>&1 &
+            "${run_nice[@]}" nbdkit -f -U "$sock" file "$img" >"$work/$name.log" 2>&1 &
             server_pid=$!
             uri="nbd+unix:///?socket=$sock" ;;
         qemu-nbd)
-            qemu-nbd -f raw --cache=writeback --aio=threads -t -e 8 -x data -k "$sock" "$img" \
+            "${run_nice[@]}" qemu-nbd -f raw --cache=writeback --aio=threads -t -e 8 -x data -k "$sock" "$img" \
                 >"$work/$name.log" 2>&1 &
             server_pid=$!
             uri="nbd+unix:///data?socket=$sock" ;;
@@ -120,7 +133,7 @@ jobs=(
 run_fio() { # uri jobname args out
     local uri=$1 job=$2 args=$3 out=$4
     # shellcheck disable=SC2086
-    fio --name="$job" --ioengine=nbd --uri="$uri" --size="${FIO_SIZE_MIB}m" --time_based \
+    "${run_nice[@]}" fio --name="$job" --ioengine=nbd --uri="$uri" --size="${FIO_SIZE_MIB}m" --time_based \
         --runtime="$RUNTIME_S" --ramp_time=1 --invalidate=0 --group_reporting \
         --output-format=json --output="$out" $args >/dev/null
 }
@@ -138,19 +151,24 @@ fi
 declare -A result
 declare -A cpu
 for target in $TARGETS; do
-    img="$work/$target.img"
-    cp "$seed" "$img"
-    sync
-    sock="$work/$target.sock"
-    rm -f "$sock"
-    start_target "$target" "$img" "$sock"
-    cpu_before=$(cpu_s "$server_pid")
+    cp "$seed" "$work/$target.img"
+    cpu[$target]=0
+done
+for round in $(seq 1 "$ROUNDS"); do
     for entry in "${jobs[@]}"; do
         job=${entry%%|*}
         args=${entry#*|}
-        json="$work/$target.$job.json"
-        run_fio "$uri" "$job" "$args" "$json"
-        result[$target.$job]=$(python3 - "$json" <<'PY'
+        for target in $TARGETS; do
+            sync
+            sock="$work/$target.sock"
+            rm -f "$sock"
+            start_target "$target" "$work/$target.img" "$sock"
+            cpu_before=$(cpu_s "$server_pid")
+            json="$work/$target.$job.$round.json"
+            run_fio "$uri" "$job" "$args" "$json"
+            cpu[$target]=$(python3 -c "print($(cpu_s "$server_pid") - $cpu_before + ${cpu[$target]})")
+            stop_server
+            figures=$(python3 - "$json" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 w, r = j["write"], j["read"]
@@ -162,11 +180,24 @@ p99 = lat.get("percentile", {}).get("99.000000", 0) / 1000
 print(f"{bw:.3f} {iops:.0f} {lat['mean']/1000:.1f} {p99:.1f}")
 PY
 )
-        echo "$target $job: ${result[$target.$job]}" >&2
+            result[$target.$job]+="$figures;"
+            echo "round $round $target $job: $figures" >&2
+        done
     done
-    cpu[$target]=$(python3 -c "print(f'{$(cpu_s "$server_pid") - $cpu_before:.1f}')")
-    stop_server
-    rm -f "$img"
+done
+for target in $TARGETS; do
+    rm -f "$work/$target.img"
+    cpu[$target]=$(python3 -c "print(f'{${cpu[$target]} / $ROUNDS:.1f}')")
+    for entry in "${jobs[@]}"; do
+        job=${entry%%|*}
+        # Median per figure over the rounds (the upper median for an even count).
+        result[$target.$job]=$(python3 - "${result[$target.$job]}" <<'PY'
+import sys
+rows = [r.split() for r in sys.argv[1].split(";") if r]
+print(" ".join(sorted(col, key=float)[len(col) // 2] for col in zip(*rows)))
+PY
+)
+    done
 done
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
@@ -200,16 +231,17 @@ table=$(
             echo "$row"
         done
     done
-    row="| all five jobs | server CPU s |"
+    row="| all five jobs | server CPU s per round |"
     for target in $TARGETS; do row+=" ${cpu[$target]} |"; done
     echo "$row"
 )
 note="Ratios are to nbdkit (higher is better; for latency the ratio is nbdkit/target). \
 $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared), ${SIZE_MIB} MiB random-filled files on \
 $(df -T "$work" | awk 'NR==2{print $2}'), page cache, fio ${FIO_SIZE_MIB} MiB range, \
-${RUNTIME_S} s per job, fio ioengine=nbd over a Unix socket. hadisk = the real daemon as a \
-standalone Primary (create-md, daemon, up, primary --force), default I/O mode; hadisk-inline = \
-HADISK_IO_MODE=inline."
+${RUNTIME_S} s per job, median of ${ROUNDS} round(s), job-major order, niceness ${NICE} for \
+servers and fio alike, fio ioengine=nbd over a Unix socket. hadisk = the real daemon as a \
+standalone Primary (create-md, daemon, up, primary --force), default I/O mode (adaptive); \
+hadisk-inline / hadisk-blocking = HADISK_IO_MODE=inline / blocking."
 echo
 echo "$table"
 echo

@@ -1,6 +1,6 @@
 //! Serves one file (or block device) over NBD on a Unix socket until SIGINT/SIGTERM.
 //!
-//! Usage: serve-file FILE SOCKET [--name NAME] [--read-only] [--inline]
+//! Usage: serve-file FILE SOCKET [--name NAME] [--read-only] [--inline|--blocking]
 //!                   [--tcp ADDR:PORT] [--workers N]
 //! The export is named `NAME` (default `data`) and is also the default export.
 #![allow(clippy::print_stderr)]
@@ -54,7 +54,7 @@ fn parse() -> Result<Options, String> {
         socket: String::new(),
         name: "data".to_owned(),
         read_only: false,
-        mode: IoMode::Blocking,
+        mode: IoMode::default(),
         tcp: None,
         workers: 2,
     };
@@ -63,6 +63,7 @@ fn parse() -> Result<Options, String> {
             "--name" => options.name = args.next().ok_or("--name needs a value")?,
             "--read-only" => options.read_only = true,
             "--inline" => options.mode = IoMode::Inline,
+            "--blocking" => options.mode = IoMode::Blocking,
             "--tcp" => {
                 let addr = args.next().ok_or("--tcp needs ADDR:PORT")?;
                 options.tcp = Some(addr.parse().map_err(|e| format!("--tcp {addr}: {e}"))?);
@@ -76,7 +77,7 @@ fn parse() -> Result<Options, String> {
         }
     }
     let [file, socket] = <[String; 2]>::try_from(positional)
-        .map_err(|_| "usage: serve-file FILE SOCKET [--name NAME] [--read-only] [--inline] [--tcp ADDR:PORT] [--workers N]")?;
+        .map_err(|_| "usage: serve-file FILE SOCKET [--name NAME] [--read-only] [--inline|--blocking] [--tcp ADDR:PORT] [--workers N]")?;
     options.file = file;
     options.socket = socket;
     Ok(options)

@@ -90,7 +90,7 @@ impl Drop for Harness {
 }
 
 fn scenario(name: &str, attack: fn(&Target)) {
-    for mode in [IoMode::Blocking, IoMode::Inline] {
+    for mode in [IoMode::Blocking, IoMode::Inline, IoMode::Adaptive] {
         let harness = Harness::start(mode);
         harness.target.assert_healthy("seeding");
         attack(&harness.target);

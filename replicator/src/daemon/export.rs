@@ -24,7 +24,9 @@ use hadisk_nbd_server::{
 use super::usable::UsableArea;
 
 /// Environment variable choosing where the Primary's disk I/O runs:
-/// `blocking` (default: tokio's blocking pool, a slow disk never stalls the
+/// `adaptive` (default: in the connection task while writes complete at
+/// page-cache speed, on the blocking pool for a while after one that
+/// waited), `blocking` (tokio's blocking pool, a slow disk never stalls the
 /// daemon) or `inline` (in the connection task: fastest when the data is in
 /// the page cache). See `hadisk_nbd_server::IoMode`.
 pub const IO_MODE_ENV: &str = "HADISK_IO_MODE";
@@ -32,11 +34,12 @@ pub const IO_MODE_ENV: &str = "HADISK_IO_MODE";
 /// The I/O mode named by [`IO_MODE_ENV`], or why its value is not one.
 pub fn io_mode_from_env() -> Result<IoMode, String> {
     match std::env::var(IO_MODE_ENV) {
-        Err(_) => Ok(IoMode::Blocking),
+        Err(_) => Ok(IoMode::default()),
+        Ok(v) if v == "adaptive" => Ok(IoMode::Adaptive),
         Ok(v) if v == "blocking" => Ok(IoMode::Blocking),
         Ok(v) if v == "inline" => Ok(IoMode::Inline),
         Ok(v) => Err(format!(
-            "{IO_MODE_ENV}={v:?} is not valid: use `blocking` or `inline`"
+            "{IO_MODE_ENV}={v:?} is not valid: use `adaptive`, `blocking` or `inline`"
         )),
     }
 }
