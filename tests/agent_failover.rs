@@ -253,15 +253,17 @@ fn failed_start_is_rolled_back_reported_and_the_peer_takes_it() {
 }
 
 /// `hadisk agent standby` hands the group to the peer; `takeover` brings
-/// it back.
+/// it back. Heartbeats go on two paths (ucast and bcast): the second copy
+/// of each is a duplicate, not a rejected datagram.
 #[test]
 fn standby_and_takeover_move_the_group() {
     need_root();
     let mut net = Net::new();
     let ns_a = net.host("a", 1);
     let ns_b = net.host("b", 2);
-    let a = AgentNode::new("alpha", &ns_a, &hacf(""), "s3cret", &group(""));
-    let b = AgentNode::new("beta", &ns_b, &hacf(""), "s3cret", &group(""));
+    let cf = hacf("bcast eth0\n");
+    let a = AgentNode::new("alpha", &ns_a, &cf, "s3cret", &group(""));
+    let b = AgentNode::new("beta", &ns_b, &cf, "s3cret", &group(""));
     let _agent_a = a.start();
     let _agent_b = b.start();
     wait_for(
@@ -292,6 +294,10 @@ fn standby_and_takeover_move_the_group() {
     );
     assert_eq!(a.record(), vec!["g1 start", "g1 stop", "g1 start"]);
     assert_eq!(b.record(), vec!["g1 start", "g1 stop"]);
+    for n in [&a, &b] {
+        assert_eq!(n.status()["rejected_datagrams"], 0, "{}", n.explain());
+        assert!(n.log().contains("paths=bcast eth0, ucast eth0"), "{}", n.log());
+    }
 }
 
 /// SIGTERM: the agent stops its group (right to left) and exits 0; the peer

@@ -26,19 +26,21 @@ use hadisk_agent::membership::{Liveness, PingView};
 use hadisk_agent::node::Node;
 use hadisk_agent::plan::Outcome;
 use hadisk_agent::policy::{Action, Decision, DiskGate, GroupState};
-use hadisk_agent::replay::{Fresh, Rejected};
+use hadisk_agent::replay::{Fresh, Rejected, ReplayError};
 use hadisk_agent::replication::replicated_resources;
 use hadisk_agent::wire::{Mode, MAX_MESSAGE_BYTES};
 use hadisk_config::ha::Group;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
-use crate::control::{self, AgentRequest, AgentResponse, AgentStatus, GroupStatus, ResourceView};
+use crate::control::{self, Incoming};
 use crate::files::{FilesError, HaFiles};
 use crate::group::{self, Direction, ResourceState, RunEvent};
 use crate::ping::{self, Pinger};
 use crate::resource::{Env, Replicator};
 use crate::transport::{Transport, TransportError};
+
+mod requests;
 
 /// A repeated warning (bad datagrams, a dead path) is logged at most once
 /// per this interval, with the count of those not logged.
@@ -156,7 +158,22 @@ fn next_generation(run_dir: &Path) -> u64 {
 
 /// Runs the agent until SIGTERM/SIGINT (and its groups are stopped).
 pub async fn run(opts: AgentOptions) -> Result<(), RunError> {
-    let files = HaFiles::load(&opts.ha_dir, &opts.node)?;
+    let (mut runner, io) = setup(opts).await?;
+    drive(&mut runner, io).await
+}
+
+/// The loop's I/O endpoints.
+struct Io {
+    transport: Transport,
+    pinger: Option<Pinger>,
+    runs: mpsc::UnboundedReceiver<RunEvent>,
+    requests: mpsc::Receiver<Incoming>,
+    sigterm: Signal,
+    sigint: Signal,
+    keepalive: Duration,
+}
+
+fn log_files(files: &HaFiles) {
     for w in &files.hacf.warnings {
         tracing::warn!("{w}");
     }
@@ -168,26 +185,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), RunError> {
             i.reason
         );
     }
-    let transport = Transport::open(&files.hacf)?;
-    let ping_ips = ping::resolve(&files.hacf.ping).map_err(RunError::Setup)?;
-    let pinger = if ping_ips.is_empty() {
-        None
-    } else {
-        Some(Pinger::open().map_err(|e| {
-            RunError::Setup(format!("cannot open a raw ICMP socket for the ping nodes: {e} (the agent must run as root, or with CAP_NET_RAW)"))
-        })?)
-    };
-    let listener = control::bind(&opts.run_dir)?;
-    let generation = next_generation(&opts.run_dir);
-    let node = Node::new(&files.hacf, &files.haresources, &opts.node, generation, 0)
-        .map_err(|e| RunError::Setup(e.to_string()))?;
-    let garp = crate::garp::detect().await;
-    let env = Env {
-        ha_dir: opts.ha_dir.clone(),
-        replicator: Arc::clone(&opts.replicator),
-        garp,
-    };
-    let slots: Vec<Slot> = files
+}
+
+fn new_slots(files: &HaFiles) -> Vec<Slot> {
+    files
         .haresources
         .groups
         .iter()
@@ -202,32 +203,59 @@ pub async fn run(opts: AgentOptions) -> Result<(), RunError> {
             reason: String::new(),
             last_failure: None,
         })
-        .collect();
+        .collect()
+}
+
+fn open_pinger(ips: &[Ipv4Addr]) -> Result<Option<Pinger>, RunError> {
+    if ips.is_empty() {
+        return Ok(None);
+    }
+    Pinger::open().map(Some).map_err(|e| {
+        RunError::Setup(format!("cannot open a raw ICMP socket for the ping nodes: {e} (the agent must run as root, or with CAP_NET_RAW)"))
+    })
+}
+
+/// Reads the files, opens every socket and spawns the helpers (control
+/// socket server, daemon poller): nothing is started on the machine yet.
+async fn setup(opts: AgentOptions) -> Result<(Runner, Io), RunError> {
+    let files = HaFiles::load(&opts.ha_dir, &opts.node)?;
+    log_files(&files);
+    let transport = Transport::open(&files.hacf)?;
+    let ping_ips = ping::resolve(&files.hacf.ping).map_err(RunError::Setup)?;
+    let pinger = open_pinger(&ping_ips)?;
+    let listener = control::bind(&opts.run_dir)?;
+    let generation = next_generation(&opts.run_dir);
+    let node = Node::new(&files.hacf, &files.haresources, &opts.node, generation, 0)
+        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let garp = crate::garp::detect().await;
+    let slots = new_slots(&files);
     let clock = Instant::now();
     let keepalive = Duration::from_millis(files.hacf.keepalive_ms.max(1));
     let names: Vec<String> = slots.iter().flat_map(|s| s.replicated.clone()).collect();
     let (gates_tx, gates) = watch::channel((0u64, Gates::new()));
     if !names.is_empty() {
-        tokio::spawn(poll_gates(
-            Arc::clone(&opts.replicator),
-            names,
-            keepalive,
-            clock,
-            gates_tx,
-        ));
+        let r = Arc::clone(&opts.replicator);
+        tokio::spawn(poll_gates(r, names, keepalive, clock, gates_tx));
     }
-    let (runs, mut run_rx) = mpsc::unbounded_channel();
-    let (ctl_tx, mut ctl_rx) = mpsc::channel(control::REQUEST_QUEUE);
+    let (runs, run_rx) = mpsc::unbounded_channel();
+    let (ctl_tx, ctl_rx) = mpsc::channel(control::REQUEST_QUEUE);
     tokio::spawn(control::serve(listener, ctl_tx));
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|e| RunError::Setup(format!("SIGTERM handler: {e}")))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|e| RunError::Setup(format!("SIGINT handler: {e}")))?;
-
+    let handler = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| RunError::Setup(format!("{name} handler: {e}")))
+    };
+    let io = Io {
+        sigterm: handler(SignalKind::terminate(), "SIGTERM")?,
+        sigint: handler(SignalKind::interrupt(), "SIGINT")?,
+        transport,
+        pinger,
+        runs: run_rx,
+        requests: ctl_rx,
+        keepalive,
+    };
     tracing::info!(
         node = %opts.node,
         peer = node.peer(),
-        paths = %transport.paths.iter().map(|p| p.label.as_str()).collect::<Vec<_>>().join(", "),
+        paths = %io.transport.paths.iter().map(|p| p.label.as_str()).collect::<Vec<_>>().join(", "),
         ping = ping_ips.len(),
         keepalive_ms = files.hacf.keepalive_ms,
         deadtime_ms = files.hacf.deadtime_ms,
@@ -235,7 +263,12 @@ pub async fn run(opts: AgentOptions) -> Result<(), RunError> {
         arping = %garp,
         "hadisk agent started"
     );
-    let mut r = Runner {
+    let env = Env {
+        ha_dir: opts.ha_dir.clone(),
+        replicator: Arc::clone(&opts.replicator),
+        garp,
+    };
+    let runner = Runner {
         files,
         node,
         clock,
@@ -251,12 +284,18 @@ pub async fn run(opts: AgentOptions) -> Result<(), RunError> {
         heartbeat_due: true,
         shutting_down: false,
     };
-    let mut tick = tokio::time::interval(keepalive);
+    Ok((runner, io))
+}
+
+/// The loop: until shut down and every group released.
+async fn drive(r: &mut Runner, mut io: Io) -> Result<(), RunError> {
+    let mut tick = tokio::time::interval(io.keepalive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = [0u8; MAX_MESSAGE_BYTES + 1];
     loop {
+        let pinger = io.pinger.as_ref();
         let ping_reply = async {
-            match &pinger {
+            match pinger {
                 Some(p) => p.reply().await,
                 None => std::future::pending().await,
             }
@@ -264,12 +303,12 @@ pub async fn run(opts: AgentOptions) -> Result<(), RunError> {
         tokio::select! {
             _ = tick.tick() => {
                 r.heartbeat_due = true;
-                if let Some(p) = &pinger {
+                if let Some(p) = pinger {
                     r.send_pings(p);
                 }
                 r.evaluate();
             }
-            got = transport.recv(&mut buf) => match got {
+            got = io.transport.recv(&mut buf) => match got {
                 Ok((n, from)) => {
                     if r.receive(buf.get(..n).unwrap_or(&[]), from) {
                         r.evaluate();
@@ -281,44 +320,27 @@ pub async fn run(opts: AgentOptions) -> Result<(), RunError> {
                 Ok(ip) => r.ping_reply(ip),
                 Err(e) => tracing::warn!("ping socket: {e}"),
             },
-            Some(ev) = run_rx.recv() => {
+            Some(ev) = io.runs.recv() => {
                 r.on_run_event(ev);
                 r.evaluate();
             }
-            Some(inc) = ctl_rx.recv() => {
+            Some(inc) = io.requests.recv() => {
                 let response = r.answer(inc.request);
                 let _ = inc.reply.send(response);
                 r.evaluate();
             }
-            _ = sigterm.recv() => r.begin_shutdown("SIGTERM"),
-            _ = sigint.recv() => r.begin_shutdown("SIGINT"),
+            _ = io.sigterm.recv() => r.begin_shutdown("SIGTERM"),
+            _ = io.sigint.recv() => r.begin_shutdown("SIGINT"),
         }
         if r.heartbeat_due {
             r.heartbeat_due = false;
-            r.send_heartbeat(&transport).await;
+            r.send_heartbeat(&io.transport).await;
         }
         if r.shutting_down && r.all_released() {
             // Tell the peer twice (one may be lost) that nothing is held.
-            r.send_heartbeat(&transport).await;
-            r.send_heartbeat(&transport).await;
-            let failed: Vec<String> = r
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.state == GroupState::StopFailed)
-                .map(|(i, s)| {
-                    format!(
-                        "group {}: {}",
-                        i + 1,
-                        s.last_failure.clone().unwrap_or_default()
-                    )
-                })
-                .collect();
-            if !failed.is_empty() {
-                return Err(RunError::StopFailed(failed.join("; ")));
-            }
-            tracing::info!("every group is stopped; the agent exits");
-            return Ok(());
+            r.send_heartbeat(&io.transport).await;
+            r.send_heartbeat(&io.transport).await;
+            return r.exit_result();
         }
     }
 }
@@ -431,8 +453,16 @@ impl Runner {
                 }
                 true
             }
-            // Broadcast loops back to the sender: not worth a line.
+            // Broadcast loops back to the sender, and a heartbeat sent on
+            // two paths (bcast and ucast) arrives twice: neither is an
+            // attack, neither is worth a line.
             Err(Rejected::Own) => false,
+            Err(Rejected::Replay(ReplayError::Replayed { seq, last_seq, .. }))
+                if seq == last_seq =>
+            {
+                tracing::trace!(seq, "duplicate heartbeat (another path)");
+                false
+            }
             Err(e) => {
                 self.rejected += 1;
                 if let Some(skipped) = self.reject_log.admit(now) {
@@ -562,51 +592,7 @@ impl Runner {
                 let Some(slot) = self.slots.get_mut(group) else {
                     return;
                 };
-                let name = |k: usize| {
-                    slot.group
-                        .resources
-                        .get(k)
-                        .map(|r| r.to_string())
-                        .unwrap_or_default()
-                };
-                let (state, failure) = match &outcome {
-                    Outcome::Started => (GroupState::Running, None),
-                    Outcome::Stopped => (GroupState::Stopped, None),
-                    Outcome::StartFailed(f) => (
-                        GroupState::StartFailed,
-                        Some(format!(
-                            "resource {} ({}) failed to start: {}; the group was stopped again",
-                            f.resource + 1,
-                            name(f.resource),
-                            f.message
-                        )),
-                    ),
-                    Outcome::StopFailed { start, stops } => {
-                        let mut m: Vec<String> = stops
-                            .iter()
-                            .map(|f| {
-                                format!(
-                                    "resource {} ({}) failed to stop: {}",
-                                    f.resource + 1,
-                                    name(f.resource),
-                                    f.message
-                                )
-                            })
-                            .collect();
-                        if let Some(f) = start {
-                            m.insert(
-                                0,
-                                format!(
-                                    "resource {} ({}) failed to start: {}",
-                                    f.resource + 1,
-                                    name(f.resource),
-                                    f.message
-                                ),
-                            );
-                        }
-                        (GroupState::StopFailed, Some(format!("{}; resources may still be active here: clean up, then restart the agent", m.join("; "))))
-                    }
-                };
+                let (state, failure) = outcome_state(&slot.group, &outcome);
                 tracing::info!(group, from = ?slot.state, to = ?state, "group transition");
                 if let Some(f) = &failure {
                     tracing::error!(group, "{f}");
@@ -630,6 +616,29 @@ impl Runner {
         self.evaluate();
     }
 
+    /// At the end of a shutdown: an error naming every group whose stop
+    /// failed.
+    fn exit_result(&self) -> Result<(), RunError> {
+        let failed: Vec<String> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == GroupState::StopFailed)
+            .map(|(i, s)| {
+                format!(
+                    "group {}: {}",
+                    i + 1,
+                    s.last_failure.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            return Err(RunError::StopFailed(failed.join("; ")));
+        }
+        tracing::info!("every group is stopped; the agent exits");
+        Ok(())
+    }
+
     fn all_released(&self) -> bool {
         self.slots.iter().all(|s| {
             !matches!(
@@ -638,124 +647,98 @@ impl Runner {
             )
         })
     }
+}
 
-    fn answer(&mut self, request: AgentRequest) -> AgentResponse {
-        let ok = |message: String| AgentResponse {
-            ok: true,
-            message,
-            status: None,
+/// A group's state after a run, and the failure to report (which resource,
+/// numbered from 1 as written, and why).
+fn outcome_state(group: &Group, outcome: &Outcome) -> (GroupState, Option<String>) {
+    let named = |k: usize, what: &str, message: &str| {
+        let name = group
+            .resources
+            .get(k)
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        format!("resource {} ({name}) failed to {what}: {message}", k + 1)
+    };
+    match outcome {
+        Outcome::Started => (GroupState::Running, None),
+        Outcome::Stopped => (GroupState::Stopped, None),
+        Outcome::StartFailed(f) => (
+            GroupState::StartFailed,
+            Some(format!(
+                "{}; the group was stopped again",
+                named(f.resource, "start", &f.message)
+            )),
+        ),
+        Outcome::StopFailed { start, stops } => {
+            let all: Vec<String> = start
+                .iter()
+                .map(|f| named(f.resource, "start", &f.message))
+                .chain(stops.iter().map(|f| named(f.resource, "stop", &f.message)))
+                .collect();
+            (
+                GroupState::StopFailed,
+                Some(format!(
+                    "{}; resources may still be active here: clean up, then restart the agent",
+                    all.join("; ")
+                )),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hadisk_agent::plan::Failure;
+
+    #[test]
+    fn failures_name_the_resource_and_why() {
+        let hr = hadisk_config::ha::parse_haresources(
+            "alpha hadisk::data Filesystem::/dev/x::/srv::ext4 nfs",
+            Path::new("haresources"),
+        )
+        .unwrap();
+        let g = &hr.groups[0];
+        let f = |resource: usize, m: &str| Failure {
+            resource,
+            message: m.to_owned(),
         };
-        match request {
-            AgentRequest::Status => AgentResponse {
-                ok: true,
-                message: String::new(),
-                status: Some(self.status()),
-            },
-            AgentRequest::Standby => {
-                self.node.set_mode(Mode::Standby);
-                self.heartbeat_due = true;
-                tracing::info!("standby requested: the groups go to the peer while it is alive");
-                ok(format!(
-                    "{}: standby; the groups go to {} while it is alive",
-                    self.files_me(),
-                    self.node.peer()
-                ))
-            }
-            AgentRequest::Takeover => {
-                self.node.set_mode(Mode::Takeover);
-                for s in &mut self.slots {
-                    if s.state == GroupState::StartFailed {
-                        s.state = GroupState::Stopped;
-                    }
+        assert_eq!(
+            outcome_state(g, &Outcome::Started),
+            (GroupState::Running, None)
+        );
+        assert_eq!(
+            outcome_state(g, &Outcome::StartFailed(f(2, "exit 1"))),
+            (
+                GroupState::StartFailed,
+                Some(
+                    "resource 3 (nfs) failed to start: exit 1; the group was stopped again".into()
+                )
+            )
+        );
+        assert_eq!(
+            outcome_state(
+                g,
+                &Outcome::StopFailed {
+                    start: Some(f(2, "exit 1")),
+                    stops: vec![f(1, "busy")]
                 }
-                self.heartbeat_due = true;
-                tracing::info!("takeover requested: the groups come to this node");
-                ok(format!(
-                    "{}: takeover; the groups come to this node",
-                    self.files_me()
-                ))
-            }
-            AgentRequest::Auto => {
-                self.node.set_mode(Mode::Auto);
-                self.heartbeat_due = true;
-                tracing::info!("auto requested: the groups go where the policy says");
-                ok(format!("{}: auto", self.files_me()))
-            }
-        }
+            ),
+            (
+                GroupState::StopFailed,
+                Some("resource 3 (nfs) failed to start: exit 1; resource 2 (Filesystem::/dev/x::/srv::ext4) failed to stop: busy; resources may still be active here: clean up, then restart the agent".into())
+            )
+        );
     }
 
-    fn files_me(&self) -> String {
-        self.files
-            .hacf
-            .nodes
-            .iter()
-            .find(|n| !n.eq_ignore_ascii_case(self.node.peer()))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn status(&self) -> AgentStatus {
-        let now = self.now_ms();
-        let me = self.files_me();
-        let heard = self.node.peer_heard();
-        let peer_alive = self.last.as_ref().is_some_and(|d| d.peer.is_alive());
-        let groups = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let peer_holds =
-                    peer_alive && heard.is_some_and(|h| i < 16 && h.held & (1 << i) != 0);
-                let holder = if s.state.held() {
-                    me.clone()
-                } else if peer_holds {
-                    self.node.peer().to_owned()
-                } else {
-                    "nobody".to_owned()
-                };
-                GroupStatus {
-                    index: i,
-                    preferred: s.group.node.clone(),
-                    state: format!("{:?}", s.state),
-                    holder,
-                    reason: s.reason.clone(),
-                    last_failure: s.last_failure.clone(),
-                    resources: s
-                        .group
-                        .resources
-                        .iter()
-                        .zip(&s.resources)
-                        .map(|(r, st)| ResourceView {
-                            name: r.to_string(),
-                            state: st.clone(),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        AgentStatus {
-            node: me,
-            mode: self.node.mode().to_string(),
-            peer: self.node.peer().to_owned(),
-            peer_liveness: self
-                .last
-                .as_ref()
-                .map(|d| match d.peer {
-                    Liveness::Alive => "Alive".to_owned(),
-                    Liveness::Late { .. } => "Late".to_owned(),
-                    Liveness::Dead { .. } => "Dead".to_owned(),
-                    Liveness::Waiting { .. } => "Waiting".to_owned(),
-                })
-                .unwrap_or_else(|| "Waiting".to_owned()),
-            peer_last_heartbeat_age_ms: heard.map(|h| now.saturating_sub(h.last_seen_ms)),
-            peer_mode: heard.map(|h| h.mode.to_string()),
-            ping: self
-                .last
-                .as_ref()
-                .map(|d| format!("{:?}", d.ping))
-                .unwrap_or_else(|| "Waiting".to_owned()),
-            rejected_datagrams: self.rejected,
-            groups,
-        }
+    #[test]
+    fn rate_limit_admits_the_first_then_one_per_interval() {
+        let mut r = RateLimit::default();
+        assert_eq!(r.admit(0), Some(0));
+        assert_eq!(r.admit(1), None);
+        assert_eq!(r.admit(LOG_EVERY_MS - 1), None);
+        assert_eq!(r.admit(LOG_EVERY_MS), Some(2));
+        assert_eq!(r.admit(LOG_EVERY_MS + 1), None);
     }
 }
