@@ -296,7 +296,11 @@ fn standby_and_takeover_move_the_group() {
     assert_eq!(b.record(), vec!["g1 start", "g1 stop"]);
     for n in [&a, &b] {
         assert_eq!(n.status()["rejected_datagrams"], 0, "{}", n.explain());
-        assert!(n.log().contains("paths=bcast eth0, ucast eth0"), "{}", n.log());
+        assert!(
+            n.log().contains("paths=bcast eth0, ucast eth0"),
+            "{}",
+            n.log()
+        );
     }
 }
 
