@@ -116,6 +116,23 @@ pub struct Stats {
     pub end_ms: u64,
 }
 
+impl Stats {
+    /// Adds another run's counters (for the sweep's summary).
+    pub fn add(&mut self, o: &Stats) {
+        self.events += o.events;
+        self.writes_acked += o.writes_acked;
+        self.writes_unknown += o.writes_unknown;
+        self.crashes += o.crashes;
+        self.resets += o.resets;
+        self.partitions += o.partitions;
+        self.disk_errors += o.disk_errors;
+        self.failovers += o.failovers;
+        self.switchovers += o.switchovers;
+        self.resyncs += o.resyncs;
+        self.end_ms += o.end_ms;
+    }
+}
+
 /// The world of one seed.
 pub struct World {
     opts: Options,

@@ -9,16 +9,10 @@ const SEEDS: std::ops::Range<u64> = 0..1000;
 #[test]
 fn seed_sweep() {
     let mut failures = Vec::new();
-    let mut acked = 0;
-    let mut crashes = 0;
-    let mut resyncs = 0;
+    let mut total = hadisk_sim::Stats::default();
     for seed in SEEDS {
         match run_seed(seed) {
-            Ok(s) => {
-                acked += s.writes_acked;
-                crashes += s.crashes;
-                resyncs += s.resyncs;
-            }
+            Ok(s) => total.add(&s),
             Err(report) => {
                 if failures.is_empty() {
                     eprintln!("{report}");
@@ -27,10 +21,7 @@ fn seed_sweep() {
             }
         }
     }
-    eprintln!(
-        "{} seeds: {acked} acknowledged writes checked, {crashes} crashes, {resyncs} resyncs",
-        SEEDS.end - SEEDS.start
-    );
+    eprintln!("{} seeds: {total:?}", SEEDS.end - SEEDS.start);
     assert!(failures.is_empty(), "failing seeds: {failures:?} (replay one with SIM_SEED=n cargo test -p hadisk-sim replay -- --nocapture)");
 }
 
