@@ -43,6 +43,23 @@ fn commands_without_a_daemon_fail_with_one_line_saying_how_to_start_it() {
 }
 
 #[test]
+fn an_unknown_io_mode_stops_the_daemon_at_start() {
+    let node = Node::new("alpha");
+    let out = node
+        .cmd(&["daemon"])
+        .env("HADISK_IO_MODE", "fast")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "hadisk: HADISK_IO_MODE=\"fast\" is not valid: use `adaptive`, `blocking` or `inline`\n"
+    );
+    assert!(!node.run_dir().join("hadisk.sock").exists());
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let node = Node::new("alpha");
     for args in [&["primary"][..], &["status", "--bogus"], &["frobnicate"]] {
