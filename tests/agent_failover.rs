@@ -90,8 +90,10 @@ fn preferred_node_starts_kill_9_fails_over_and_auto_failback_returns() {
         || b.log(),
     );
 
-    // alpha's agent comes back (the VIP the crash left behind is still on
-    // alpha's interface: its restart takes the group back, idempotently).
+    // The crash left alpha's resources active (its VIP, its script): the
+    // agent's restart stops them first, then auto_failback gives the group
+    // back once beta has released it.
+    assert!(Net::has_vip(&ns_a), "kill -9 should leave the VIP behind");
     let _agent_a = a.start();
     wait_for(
         "auto_failback: the group returns to alpha",
@@ -99,7 +101,12 @@ fn preferred_node_starts_kill_9_fails_over_and_auto_failback_returns() {
         || format!("{}\n{}", a.explain(), b.explain()),
     );
     assert_eq!(b.record(), vec!["g1 start", "g1 stop"]);
-    assert_eq!(a.record(), vec!["g1 start", "g1 start"]);
+    assert_eq!(a.record(), vec!["g1 start", "g1 stop", "g1 start"]);
+    assert!(
+        a.log().contains("active at start (left by an earlier agent): IPaddr::10.77.0.100/24/eth0:0, rec::g1; stopping the group first"),
+        "{}",
+        a.log()
+    );
     assert!(
         b.log()
             .contains("handing over: failing back to the preferred node"),
@@ -216,7 +223,7 @@ fn failed_start_is_rolled_back_reported_and_the_peer_takes_it() {
     let a = AgentNode::new("alpha", &ns_a, &hacf(""), "s3cret", &res);
     let b = AgentNode::new("beta", &ns_b, &hacf(""), "s3cret", &res);
     a.script("fail", FAIL_SCRIPT);
-    b.script("fail", "#!/bin/sh\nexit 0\n");
+    b.script("fail", NOOP_SCRIPT);
     let _agent_a = a.start();
     let _agent_b = b.start();
     wait_for(
@@ -335,4 +342,42 @@ fn sigterm_stops_the_group_and_the_peer_takes_it() {
         || running_on(&b, &a),
         || b.explain(),
     );
+}
+
+/// `auto_failback off`: after a failover the group stays where it is when
+/// the preferred node returns.
+#[test]
+fn without_auto_failback_the_group_stays_on_the_survivor() {
+    need_root();
+    let mut net = Net::new();
+    let ns_a = net.host("a", 1);
+    let ns_b = net.host("b", 2);
+    let cf = hacf("").replace("auto_failback on", "auto_failback off");
+    let a = AgentNode::new("alpha", &ns_a, &cf, "s3cret", &group(""));
+    let b = AgentNode::new("beta", &ns_b, &cf, "s3cret", &group(""));
+    let mut agent_a = a.start();
+    let _agent_b = b.start();
+    wait_for(
+        "alpha to hold the group",
+        || running_on(&a, &b),
+        || a.explain(),
+    );
+    agent_a.crash();
+    wait_for(
+        "beta to take over",
+        || b.group_state(0) == "Running" && Net::has_vip(&ns_b),
+        || b.explain(),
+    );
+    let _agent_a = a.start();
+    wait_for(
+        "alpha, back, to see that beta holds the group",
+        || {
+            let s = a.status();
+            s["peer_liveness"] == "Alive" && s["groups"][0]["reason"] == "the peer holds it"
+        },
+        || a.explain(),
+    );
+    assert!(running_on(&b, &a), "{}\n{}", a.explain(), b.explain());
+    assert_eq!(b.record(), vec!["g1 start"]);
+    assert_eq!(a.record(), vec!["g1 start", "g1 stop"]);
 }

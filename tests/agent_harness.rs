@@ -175,11 +175,24 @@ case "$2" in
 esac
 "#;
 
-/// The `fail` script: its start fails, saying so on stderr.
+/// The `fail` script: its start fails, saying so on stderr; it is never
+/// running (LSB status 3).
 pub const FAIL_SCRIPT: &str = r#"#!/bin/sh
 case "$1" in
   start) echo "cannot start: simulated failure" >&2; exit 1 ;;
+  status) exit 3 ;;
   *) exit 0 ;;
+esac
+"#;
+
+/// A script that does nothing and succeeds; LSB status 3 (not running)
+/// until started, as a real init script.
+pub const NOOP_SCRIPT: &str = r#"#!/bin/sh
+d=$(dirname "$0")/..
+case "$1" in
+  start) touch "$d/noop.on" ;;
+  stop) rm -f "$d/noop.on" ;;
+  status) [ -e "$d/noop.on" ] || exit 3 ;;
 esac
 "#;
 

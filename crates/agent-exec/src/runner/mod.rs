@@ -37,7 +37,7 @@ use crate::control::{self, Incoming};
 use crate::files::{FilesError, HaFiles};
 use crate::group::{self, Direction, ResourceState, RunEvent};
 use crate::ping::{self, Pinger};
-use crate::resource::{Env, Replicator};
+use crate::resource::{self, Env, Replicator};
 use crate::transport::{Transport, TransportError};
 
 mod requests;
@@ -289,6 +289,7 @@ async fn setup(opts: AgentOptions) -> Result<(Runner, Io), RunError> {
 
 /// The loop: until shut down and every group released.
 async fn drive(r: &mut Runner, mut io: Io) -> Result<(), RunError> {
+    r.stop_leftovers().await;
     let mut tick = tokio::time::interval(io.keepalive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = [0u8; MAX_MESSAGE_BYTES + 1];
@@ -600,6 +601,43 @@ impl Runner {
                 }
                 slot.state = state;
                 self.heartbeat_due = true;
+            }
+        }
+    }
+
+    /// At start, a group with a resource still active here (an agent
+    /// killed while holding it: its address, mount or Primary role stays
+    /// behind) is stopped first, right to left, so the node starts clean
+    /// and never answers for an address the peer now holds. This runs
+    /// before the first heartbeat, so the peer never sees this node holding
+    /// a group it is only cleaning up (which would count as both holding
+    /// it). The policy starts it again if this node is to hold it.
+    async fn stop_leftovers(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots.get(i) else {
+                continue;
+            };
+            let mut active = Vec::new();
+            for r in &slot.group.resources {
+                if matches!(resource::status(&self.env, r).await, Ok(true)) {
+                    active.push(r.to_string());
+                }
+            }
+            if !active.is_empty() {
+                tracing::warn!(
+                    group = i,
+                    "active at start (left by an earlier agent): {}; stopping the group first",
+                    active.join(", ")
+                );
+                let resources = slot.group.resources.clone();
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.state = GroupState::Stopping;
+                }
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                group::run(self.env.clone(), i, resources, Direction::Stop, tx).await;
+                while let Ok(ev) = rx.try_recv() {
+                    self.on_run_event(ev);
+                }
             }
         }
     }
