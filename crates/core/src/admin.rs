@@ -133,6 +133,16 @@ impl Resource {
         self.set_disk(DiskState::UpToDate);
         self.set_role(Role::Primary);
         if !self.link_is_up() {
+            // Granted by the peer, then the link dropped while our Primary
+            // flag was being persisted: we are a disconnected Primary, so
+            // start a new generation as a disconnected promotion does.
+            let before = self.sb.uuids;
+            let fresh = self.next_random();
+            self.sb.uuids = new_generation(&self.sb.uuids, fresh, true);
+            self.sb.peer_outdated = true;
+            if self.sb.uuids != before {
+                self.gen_meta_seq = self.queue_meta(None, true);
+            }
             self.set_peer_disk(Some(DiskState::Outdated));
         }
         self.send_state();
@@ -158,6 +168,8 @@ impl Resource {
             return;
         }
         if granted {
+            // From here the promotion completes even if the link drops.
+            self.promoting = Some((cmd, None));
             self.persist_primary();
         } else {
             self.promoting = None;

@@ -266,22 +266,28 @@ impl Resource {
         }
         self.target = None;
         self.progress = None;
-        self.secondary_lost_peer();
-        self.primary_lost_peer();
         if self.role == Role::Primary && had_our_data {
             // The peer misses whatever we write from now on: a new data
             // generation, so that a reconnect syncs in the right direction
-            // and a promoted peer is detected as split brain.
+            // and a promoted peer is detected as split brain. Decided before
+            // the writes waiting for the peer complete, so that they wait for
+            // it to be durable.
+            let before = self.sb.uuids;
             let fresh = self.next_random();
             self.sb.uuids = new_generation(&self.sb.uuids, fresh, true);
             self.sb.peer_outdated = true;
-            self.set_peer_disk(Some(DiskState::Outdated));
-            self.queue_meta(None, true);
-        } else if self.role == Role::Primary {
+            let seq = self.queue_meta(None, true);
+            if self.sb.uuids != before {
+                self.gen_meta_seq = seq;
+            }
+        }
+        if self.role == Role::Primary {
             self.set_peer_disk(Some(DiskState::Outdated));
         } else {
             self.set_peer_disk(None);
         }
+        self.secondary_lost_peer();
+        self.primary_lost_peer();
         let _ = reason;
         self.pump();
     }

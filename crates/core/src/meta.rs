@@ -83,6 +83,7 @@ impl Resource {
             }
         }
         self.release_meta_waiting_writes();
+        self.complete_deferred_writes();
         if self.meta_next.is_some() {
             self.issue_meta();
         }

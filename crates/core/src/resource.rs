@@ -250,6 +250,11 @@ pub struct Resource {
     pub(crate) meta_issued: u64,
     pub(crate) meta_done: u64,
     pub(crate) meta_waiters: Vec<(u64, MetaWaiter)>,
+    /// The metadata write carrying the latest new generation UUID: no
+    /// write completes to a client before it is durable (else a crash
+    /// could bring back the old UUID, equal to the peer's, and the writes
+    /// made without the peer would be synced away as a crashed Primary's).
+    pub(crate) gen_meta_seq: u64,
     /// Our own promotion in progress: (command, PromoteRequest seq).
     pub(crate) promoting: Option<(CmdId, Option<u64>)>,
     pub(crate) demoting: bool,
@@ -320,6 +325,7 @@ impl Resource {
             meta_issued: 0,
             meta_done: 0,
             meta_waiters: Vec::new(),
+            gen_meta_seq: 0,
             promoting: None,
             demoting: false,
             granted_peer: false,

@@ -201,7 +201,7 @@ impl Resource {
             return;
         };
         let Some(local_ok) = w.local_ok else { return };
-        if w.peer_wait {
+        if w.peer_wait || self.gen_meta_seq > self.meta_done {
             return;
         }
         let Some(w) = self.writes.remove(&id) else {
@@ -221,6 +221,19 @@ impl Resource {
             self.push_unstable(w.offset_bytes, len, w.sent_to_peer, w.al_held);
         }
         self.pump();
+    }
+
+    /// Completes writes that only waited for a new generation to be durable.
+    pub(crate) fn complete_deferred_writes(&mut self) {
+        let ready: Vec<IoId> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.local_ok.is_some() && !w.peer_wait)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            self.try_complete_write(id);
+        }
     }
 
     pub(crate) fn release_al(&mut self, offset_bytes: u64, len_bytes: u64, held: bool) {

@@ -298,6 +298,10 @@ fn link_loss_marks_unacked_blocks_and_the_primary_goes_on_alone() {
     assert_eq!(a.result(20), None);
     let before = a.r.status(0).uuids;
     cut(&mut a, &mut b);
+    // Not before the new generation UUID is durable.
+    assert_eq!(a.result(20), None);
+    assert!(a.has_io(|x| matches!(x, Action::WriteMeta { update, .. } if update.superblock.is_some_and(|s| s.peer_outdated))));
+    a.finish_io();
     assert_eq!(a.result(20), Some(Ok(())));
     let st = a.r.status(0);
     assert_eq!(st.out_of_sync_bytes, 8192);
