@@ -174,6 +174,13 @@ struct Io {
 }
 
 fn log_files(files: &HaFiles) {
+    let c = &files.hacf;
+    for f in c.logfile.iter().chain(c.debugfile.iter()) {
+        tracing::info!(
+            "ha.cf names {}: the agent logs to stderr (the journal under systemd; RUST_LOG sets the level), it does not write that file",
+            f.display()
+        );
+    }
     for w in &files.hacf.warnings {
         tracing::warn!("{w}");
     }
