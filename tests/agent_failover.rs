@@ -320,7 +320,7 @@ fn sigterm_stops_the_group_and_the_peer_takes_it() {
     let mut net = Net::new();
     let ns_a = net.host("a", 1);
     let ns_b = net.host("b", 2);
-    let res = group(" rec::g2");
+    let res = group(" Delay::100ms::50ms rec::g2");
     let a = AgentNode::new("alpha", &ns_a, &hacf(""), "s3cret", &res);
     let b = AgentNode::new("beta", &ns_b, &hacf(""), "s3cret", &res);
     let mut agent_a = a.start();
