@@ -311,9 +311,8 @@ fn standby_and_takeover_move_the_group() {
     }
 }
 
-/// SIGTERM: the agent stops its group (right to left) and exits 0; the peer
-/// takes over without waiting for deadtime to pass... (it may; what is
-/// checked is the order and the clean exit).
+/// SIGTERM: the agent stops its group right to left (a Delay among the
+/// resources), exits 0, and the peer takes the group.
 #[test]
 fn sigterm_stops_the_group_and_the_peer_takes_it() {
     need_root();
@@ -337,6 +336,12 @@ fn sigterm_stops_the_group_and_the_peer_takes_it() {
         vec!["g1 start", "g2 start", "g2 stop", "g1 stop"]
     );
     assert!(!Net::has_vip(&ns_a));
+    assert!(
+        a.log()
+            .contains("stopping group=0 resource=Delay::100ms::50ms"),
+        "{}",
+        a.log()
+    );
     wait_for(
         "beta to take the group",
         || running_on(&b, &a),
