@@ -118,6 +118,14 @@ pub enum CoreError {
     Handshaking,
     #[error("writing the metadata failed: the disk is now Failed")]
     MetaIo,
+    /// A write touching more activity-log extents than the log holds could
+    /// never start.
+    #[error("a write of {len_bytes} bytes spans {extents} activity-log extents but al-extents is {capacity}: raise al-extents or use smaller requests")]
+    WriteTooWideForAl {
+        len_bytes: u64,
+        extents: u64,
+        capacity: u32,
+    },
     /// The attached metadata does not fit the configuration.
     #[error("cannot attach the disk: {reason}")]
     Attach { reason: String },

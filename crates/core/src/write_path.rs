@@ -34,6 +34,8 @@ impl Resource {
                 len_bytes: len,
                 size_bytes: self.cfg.size_bytes,
             })
+        } else if let Some(err) = self.al_span_error(offset_bytes, len) {
+            Some(err)
         } else {
             self.check_range(offset_bytes, len).err()
         };
@@ -59,6 +61,18 @@ impl Resource {
         self.writes.insert(id, w);
         self.queue.push_back(Queued::AppWrite(id));
         self.pump();
+    }
+
+    fn al_span_error(&self, offset_bytes: u64, len_bytes: u64) -> Option<CoreError> {
+        let extents = hadisk_bitmap::ActivityLog::extents_of(offset_bytes, len_bytes)
+            .ok()?
+            .len() as u64;
+        let capacity = self.al.capacity();
+        (extents > u64::from(capacity)).then_some(CoreError::WriteTooWideForAl {
+            len_bytes,
+            extents,
+            capacity,
+        })
     }
 
     /// Called by `pump` when the range is free: lock, AL, issue.

@@ -498,3 +498,14 @@ fn disconnect_and_refused_connections_stay_standalone() {
     assert_eq!(st.last_error.unwrap(), "split brain detected: both nodes changed the data while disconnected; on the node whose changes to discard run `hadisk connect RES --discard-my-data`, then `hadisk connect RES` on the other [split-brain (rule 90)]");
     assert_eq!(b.r.status(0).connection, Connection::StandAlone);
 }
+
+#[test]
+fn a_write_wider_than_the_activity_log_is_refused_not_hung() {
+    let (mut a, _b) = synced_pair();
+    // 7 extents of 4 MiB: a 32 MiB write at an unaligned start spans 9.
+    a.write(70, 2 << 20, 32 << 20, 1);
+    assert_eq!(
+        a.result(70).unwrap().unwrap_err().to_string(),
+        "a write of 33554432 bytes spans 9 activity-log extents but al-extents is 7: raise al-extents or use smaller requests"
+    );
+}

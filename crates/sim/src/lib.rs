@@ -38,6 +38,8 @@ pub struct Options {
     pub disk_error_weight: u64,
     pub spike_weight: u64,
     pub switchover_weight: u64,
+    /// `hadisk disconnect` on one node, `connect` again 20–300 ms later.
+    pub disconnect_weight: u64,
     pub flush_percent: u64,
     pub fua_percent: u64,
     /// Print every trace line as it happens (`SIM_TRACE=1` with replay).
@@ -55,6 +57,7 @@ impl Options {
         let disk_error_weight = w(8);
         let spike_weight = w(10);
         let switchover_weight = w(10);
+        let disconnect_weight = w(8);
         let mut r = Rng::new(seed ^ 0x4F50_5453);
         Options {
             size_bytes: 32 << 20,
@@ -70,6 +73,7 @@ impl Options {
             disk_error_weight,
             spike_weight,
             switchover_weight,
+            disconnect_weight,
             flush_percent: r.range(0, 10),
             fua_percent: r.range(0, 20),
             trace: false,

@@ -61,6 +61,9 @@ enum Ev {
     },
     Heal,
     SpikeEnd,
+    Reconnect {
+        node: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +115,7 @@ pub struct Stats {
     pub disk_errors: u64,
     pub failovers: u64,
     pub switchovers: u64,
+    pub disconnects: u64,
     pub resyncs: u64,
     pub end_ms: u64,
 }
@@ -128,6 +132,7 @@ impl Stats {
         self.disk_errors += o.disk_errors;
         self.failovers += o.failovers;
         self.switchovers += o.switchovers;
+        self.disconnects += o.disconnects;
         self.resyncs += o.resyncs;
         self.end_ms += o.end_ms;
     }
@@ -535,6 +540,20 @@ impl World {
                 self.maybe_connect();
             }
             Ev::SpikeEnd => self.link.spike = false,
+            Ev::Reconnect { node } => {
+                let standalone = self.nodes[node]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.connection() == Connection::StandAlone);
+                if standalone && self.nodes[node].admin.is_none() {
+                    self.admin(
+                        node,
+                        AdminOp::Connect {
+                            discard_my_data: false,
+                        },
+                    )?;
+                }
+            }
         }
         Ok(())
     }
@@ -737,6 +756,14 @@ impl World {
             self.at(d, Ev::SpikeEnd);
         } else if pick(o.switchover_weight) {
             self.start_switchover();
+        } else if pick(o.disconnect_weight) {
+            let i = self.rng.range(0, 1) as usize;
+            if self.nodes[i].core.is_some() && self.nodes[i].admin.is_none() {
+                self.stats.disconnects += 1;
+                self.admin(i, AdminOp::Disconnect)?;
+                let d = self.rng.range(20, 300);
+                self.at(d, Ev::Reconnect { node: i });
+            }
         }
         Ok(())
     }
