@@ -268,6 +268,11 @@ impl RawClient {
         }
     }
 
+    /// A second handle on the socket, e.g. to send from another thread.
+    pub fn try_clone_stream(&self) -> UnixStream {
+        self.stream.try_clone().unwrap()
+    }
+
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
