@@ -217,6 +217,71 @@ fn sigint_stops_cleanly_too_and_a_busy_nbd_listen_port_fails_up() {
 }
 
 #[test]
+fn a_standalone_primary_records_what_the_peer_missed_before_writing() {
+    require("qemu-io");
+    let node = Node::new("alpha");
+    let disk = node.setup(RES, 64 * MIB, "");
+    let mut d = node.daemon();
+    node.make_primary(RES);
+    assert_eq!(node.resource_status(RES)["peer"]["out_of_sync_bytes"], 0);
+    // Extent 0, extent 2, extents 4 and 5 (a write across their border),
+    // and extent 7 by a zeroing: 5 extents of 4 MiB.
+    sh(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            &node.uri(RES),
+            "-c",
+            "write -P 0x11 0 4k",
+            "-c",
+            "write -P 0x12 10M 64k",
+            "-c",
+            "write -P 0x13 20971008 1k",
+            "-c",
+            "write -P 0x14 8k 4k",
+            "-c",
+            "write -z 28M 4k",
+        ],
+    );
+    assert_eq!(
+        node.resource_status(RES)["peer"]["out_of_sync_bytes"],
+        20 * MIB
+    );
+    // Durable before the writes were acknowledged: kill -9 keeps them.
+    d.crash();
+    let dev = hadisk_storage::FileDevice::open(&disk, true).unwrap();
+    let md = hadisk_metadata::Metadata::open(std::sync::Arc::new(dev)).unwrap();
+    let bitmap = md.load_bitmap().unwrap();
+    assert_eq!(bitmap.dirty_bytes(), 20 * MIB);
+    for (extent, dirty) in [
+        (0, true),
+        (1, false),
+        (2, true),
+        (3, false),
+        (4, true),
+        (5, true),
+        (6, false),
+        (7, true),
+    ] {
+        let blocks = extent * 1024..(extent + 1) * 1024;
+        let want = if dirty { 1024 } else { 0 };
+        assert_eq!(
+            bitmap.count_blocks(blocks).unwrap(),
+            want,
+            "extent {extent}"
+        );
+    }
+    // The next run starts from them.
+    let _d = node.daemon();
+    node.ok(&["up", RES]);
+    assert_eq!(
+        node.resource_status(RES)["peer"]["out_of_sync_bytes"],
+        20 * MIB
+    );
+}
+
+#[test]
 fn promotion_rules_status_and_generation_uuids() {
     let node = Node::new("alpha");
     let disk = node.setup(RES, 64 * MIB, "");

@@ -7,6 +7,7 @@
 
 mod control_server;
 mod export;
+mod missed;
 mod resource;
 mod state;
 mod usable;

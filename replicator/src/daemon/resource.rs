@@ -25,6 +25,7 @@ use hadisk_storage::{BlockDevice, FileDevice};
 use tracing::{info, warn};
 
 use super::export::{ExportGate, PrimaryVolume};
+use super::missed::MissedWrites;
 use super::state::{self, DiskState, Promote, ResourceState, Role};
 use super::usable::UsableArea;
 use crate::status::{PeerStatus, ResourceStatus};
@@ -41,7 +42,9 @@ pub struct Resource {
     /// control commands (serialised by the daemon) take it.
     metadata: Arc<Mutex<Metadata>>,
     usable_bytes: u64,
-    out_of_sync_bytes: u64,
+    /// What the absent peer has missed (the dirty bitmap), shared with the
+    /// Primary's data path.
+    missed: Arc<MissedWrites>,
     io_mode: IoMode,
     gate: Arc<ExportGate>,
     server: Server,
@@ -58,9 +61,9 @@ struct Opened {
     peer: String,
     disk_path: PathBuf,
     disk: Arc<dyn BlockDevice>,
-    metadata: Metadata,
+    metadata: Arc<Mutex<Metadata>>,
     nbd_listen: Option<SocketAddr>,
-    out_of_sync_bytes: u64,
+    missed: Arc<MissedWrites>,
 }
 
 /// Runs blocking work on tokio's blocking pool.
@@ -109,7 +112,7 @@ impl Resource {
             opened.disk_path.display(),
             opened.disk.size_bytes()
         );
-        let metadata = Arc::new(Mutex::new(opened.metadata));
+        let metadata = opened.metadata;
         let md = metadata.clone();
         let attached = blocking(move || {
             let mut md = lock(&md);
@@ -140,7 +143,7 @@ impl Resource {
             disk: opened.disk,
             metadata,
             usable_bytes,
-            out_of_sync_bytes: opened.out_of_sync_bytes,
+            missed: opened.missed,
             io_mode,
             gate,
             server,
@@ -177,7 +180,7 @@ impl Resource {
         let area = UsableArea::new(self.disk.clone(), self.usable_bytes)
             .with_context(|| format!("{}: the usable size does not fit the disk", self.name))?;
         let volume: Arc<dyn Volume> = Arc::new(
-            PrimaryVolume::new(area, self.io_mode)
+            PrimaryVolume::new(area, self.io_mode, self.missed.clone())
                 .map_err(|e| anyhow!("{}: preparing the export: {e}", self.name))?,
         );
         let fresh = new_generation_uuid();
@@ -319,7 +322,7 @@ impl Resource {
                 role: "Unknown".into(),
                 disk: "DUnknown".into(),
                 replication: "Off".into(),
-                out_of_sync_bytes: self.out_of_sync_bytes,
+                out_of_sync_bytes: self.missed.dirty_bytes(),
                 resync: None,
                 last_error: None,
             },
@@ -356,15 +359,13 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
     let disk: Arc<dyn BlockDevice> = Arc::new(device);
     let metadata = Metadata::open(disk.clone())
         .map_err(|e| anyhow!("{name}: metadata on {}: {e}", host.disk.display()))?;
-    let out_of_sync_bytes = metadata
-        .load_bitmap()
-        .map_err(|e| {
-            anyhow!(
-                "{name}: reading the dirty bitmap on {}: {e}",
-                host.disk.display()
-            )
-        })?
-        .dirty_bytes();
+    let metadata = Arc::new(Mutex::new(metadata));
+    let missed = MissedWrites::new(metadata.clone()).map_err(|e| {
+        anyhow!(
+            "{name}: reading the dirty bitmap on {}: {e}",
+            host.disk.display()
+        )
+    })?;
     Ok(Opened {
         disk_lock,
         peer,
@@ -372,7 +373,7 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         disk,
         metadata,
         nbd_listen: host.nbd_listen,
-        out_of_sync_bytes,
+        missed: Arc::new(missed),
     })
 }
 
