@@ -107,6 +107,12 @@ impl Resource {
             && !self.demoting
     }
 
+    /// The dirty bitmap: blocks that may differ from the peer (read-only; the
+    /// daemon persists it through [`crate::Action::WriteMeta`]).
+    pub fn bitmap(&self) -> &hadisk_bitmap::DirtyBitmap {
+        &self.bitmap
+    }
+
     /// The superblock fields as the core last asked to persist them.
     pub fn superblock(&self) -> crate::event::SuperblockState {
         self.sb

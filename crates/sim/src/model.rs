@@ -57,6 +57,11 @@ impl Model {
         }
     }
 
+    /// Whether sector `s` is covered by a write still in flight.
+    pub fn pending_covers(&self, s: u64) -> bool {
+        self.pending.values().any(|(f, n)| (*f..f + n).contains(&s))
+    }
+
     /// Checks one node's image against what clients were told.
     pub fn check(&self, node: &str, image: &[u64]) -> Result<(), String> {
         for (s, (&v, &acked)) in image.iter().zip(&self.acked).enumerate() {

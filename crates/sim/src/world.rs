@@ -117,6 +117,8 @@ pub struct Stats {
     pub switchovers: u64,
     pub disconnects: u64,
     pub resyncs: u64,
+    /// Handshakes at which "every difference is in a bitmap" was checked.
+    pub bitmap_checks: u64,
     pub end_ms: u64,
 }
 
@@ -133,6 +135,7 @@ impl Stats {
         self.failovers += o.failovers;
         self.switchovers += o.switchovers;
         self.disconnects += o.disconnects;
+        self.bitmap_checks += o.bitmap_checks;
         self.resyncs += o.resyncs;
         self.end_ms += o.end_ms;
     }
@@ -350,6 +353,9 @@ impl World {
                 if what == "replication" && to == "SyncTarget" {
                     self.stats.resyncs += 1;
                 }
+                if what == "connection" && to == "Connected" {
+                    self.check_differences_are_marked()?;
+                }
                 self.log(format!("{} {what}: {from} -> {to}", self.nodes[i].name));
             }
         }
@@ -414,6 +420,34 @@ impl World {
             .count();
         if connected_primaries == 2 {
             return Err("two Primaries while connected".into());
+        }
+        Ok(())
+    }
+
+    /// When the second node has decided the handshake, every sector in which
+    /// the live images differ (outside writes still in flight) must be in
+    /// one of the two (merged) bitmaps: else the resync would miss it.
+    fn check_differences_are_marked(&mut self) -> Result<(), String> {
+        let (Some(a), Some(b)) = (self.nodes[0].core.as_ref(), self.nodes[1].core.as_ref()) else {
+            return Ok(());
+        };
+        if a.connection() != Connection::Connected || b.connection() != Connection::Connected {
+            return Ok(());
+        }
+        self.stats.bitmap_checks += 1;
+        let (la, lb) = (&self.nodes[0].disk.live, &self.nodes[1].disk.live);
+        let per_block = 4096 / SECTOR;
+        for (s, (x, y)) in la.iter().zip(lb).enumerate() {
+            let s = s as u64;
+            if x == y || self.model.pending_covers(s) {
+                continue;
+            }
+            let block = s / per_block;
+            if !a.bitmap().test_block(block) && !b.bitmap().test_block(block) {
+                return Err(format!(
+                    "at reconnect, sector {s} differs (a holds write {x}, b write {y}) but block {block} is in neither bitmap: the resync would miss it"
+                ));
+            }
         }
         Ok(())
     }
