@@ -308,7 +308,17 @@ async fn drive(r: &mut Runner, mut io: Io) -> Result<(), RunError> {
                 None => std::future::pending().await,
             }
         };
+        // The peer's silence reaches deadtime between two ticks: judge it
+        // at that moment, not up to a keepalive later.
+        let peer_deadline = r.peer_deadline();
+        let peer_dies = async {
+            match peer_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = peer_dies => r.evaluate(),
             _ = tick.tick() => {
                 r.heartbeat_due = true;
                 if let Some(p) = pinger {
@@ -394,6 +404,19 @@ async fn poll_gates(
 impl Runner {
     fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
+    }
+
+    /// When the peer becomes dead if nothing more is heard: its last
+    /// heartbeat plus deadtime, while that is still ahead.
+    fn peer_deadline(&self) -> Option<tokio::time::Instant> {
+        let heard = self.node.peer_heard()?;
+        let at_ms = heard
+            .last_seen_ms
+            .saturating_add(self.files.hacf.deadtime_ms);
+        if at_ms <= self.now_ms() {
+            return None;
+        }
+        Some(tokio::time::Instant::from_std(self.clock) + Duration::from_millis(at_ms))
     }
 
     fn states(&self) -> Vec<GroupState> {
