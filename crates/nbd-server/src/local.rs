@@ -13,10 +13,13 @@
 //!   never stalls the reactor; several I/Os run at once (no lock around the
 //!   file), bounded by the pool size. Costs a thread hand-off per write.
 //! - `Adaptive` (the default): writes inline, as `Inline`, for as long as
-//!   they complete at page-cache speed; a write that took longer (it waited
-//!   for dirty-page throttling or the disk) sends writes to the pool for
-//!   [`POOLED_PERIOD_MS`]. So a worker thread stalls at most once per period,
-//!   and a page-cache workload pays no thread hand-off.
+//!   they complete at page-cache speed; a write that took longer and slept
+//!   (it waited for dirty-page throttling or the disk, not merely preempted:
+//!   see `WriteGate`) sends writes to the pool for
+//!   [`POOLED_PERIOD_MS`]. Sustained waiting moves writes off the worker
+//!   threads within two writes (the slow one arms a probe, the probed one
+//!   confirms), isolated slow writes stay inline, and a page-cache workload
+//!   pays no thread hand-off.
 //! - `Inline`: writes in the connection task itself. Cheapest when they land
 //!   in the page cache (no hand-off), but a write that waits (dirty-page
 //!   throttling, a slow disk) stalls that worker thread; for page-cache
@@ -28,7 +31,7 @@
 //! milliseconds even on an idle disk.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,15 +64,32 @@ pub const SLOW_WRITE_BASE_US: u64 = 2_000;
 pub const SLOW_WRITE_US_PER_MIB: u64 = 1_000;
 
 /// How long [`IoMode::Adaptive`] keeps writes on the pool after a slow one.
-/// At most one inline write per period can stall a worker thread.
+/// Long enough that a disk that keeps writes waiting is probed rarely.
 pub const POOLED_PERIOD_MS: u64 = 1_000;
 
 /// The state of [`IoMode::Adaptive`]: until when writes go to the pool.
+///
+/// Wall time alone cannot tell a write that waited (throttling, the disk)
+/// from one whose thread was preempted on a busy machine, which is harmless
+/// and common. So a slow write only arms a probe: the next write counts the
+/// thread's voluntary context switches (`getrusage(RUSAGE_THREAD)`, two
+/// syscalls, paid only then) and the gate closes only if that write is slow
+/// *and* slept. Preemption is involuntary and never closes it.
 #[derive(Debug)]
 struct WriteGate {
     epoch: Instant,
     /// Nanoseconds since `epoch` before which writes go to the pool.
     pooled_until_ns: AtomicU64,
+    /// A write was slow: measure the next one precisely.
+    probe_next: AtomicBool,
+}
+
+/// What a write measured before it started.
+#[derive(Debug, Clone, Copy)]
+struct WriteStart {
+    started_ns: u64,
+    /// Voluntary context switches of this thread, when probing.
+    voluntary_switches: Option<i64>,
 }
 
 impl WriteGate {
@@ -77,6 +97,7 @@ impl WriteGate {
         WriteGate {
             epoch: Instant::now(),
             pooled_until_ns: AtomicU64::new(0),
+            probe_next: AtomicBool::new(false),
         }
     }
 
@@ -88,20 +109,56 @@ impl WriteGate {
         self.now_ns() < self.pooled_until_ns.load(Ordering::Relaxed)
     }
 
-    /// Records how long an inline write of `len_bytes` took.
-    fn observe(&self, started_ns: u64, len_bytes: usize) {
+    /// Call right before a write.
+    fn start(&self) -> WriteStart {
+        let probe = self.probe_next.swap(false, Ordering::Relaxed);
+        WriteStart {
+            voluntary_switches: if probe { voluntary_switches() } else { None },
+            started_ns: self.now_ns(),
+        }
+    }
+
+    /// Call right after a write of `len_bytes` started at `start`.
+    fn finish(&self, start: WriteStart, len_bytes: usize) {
         let now_ns = self.now_ns();
         let mib = (len_bytes as u64).div_ceil(1 << 20);
         let limit_ns = (SLOW_WRITE_BASE_US + mib * SLOW_WRITE_US_PER_MIB) * 1_000;
-        if now_ns.saturating_sub(started_ns) > limit_ns {
+        let took_ns = now_ns.saturating_sub(start.started_ns);
+        if took_ns <= limit_ns {
+            return;
+        }
+        let slept = match (start.voluntary_switches, voluntary_switches()) {
+            (Some(before), Some(after)) => after > before,
+            // Not probed (or getrusage failed): probe the next write.
+            _ => {
+                self.probe_next.store(true, Ordering::Relaxed);
+                return;
+            }
+        };
+        if slept {
             let until = now_ns.saturating_add(POOLED_PERIOD_MS * 1_000_000);
             self.pooled_until_ns.store(until, Ordering::Relaxed);
             debug!(
-                took_us = (now_ns - started_ns) / 1_000,
-                len_bytes, "slow inline write: writes go to the blocking pool for a while"
+                took_us = took_ns / 1_000,
+                len_bytes, "a write waited: writes go to the blocking pool for a while"
             );
         }
     }
+}
+
+/// The calling thread's voluntary context switches so far.
+fn voluntary_switches() -> Option<i64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage writes one `rusage` through the pointer, which
+    // points at a live, properly aligned local; RUSAGE_THREAD has no other
+    // preconditions.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: getrusage returned 0, so it initialised the whole struct.
+    let usage = unsafe { usage.assume_init() };
+    Some(usage.ru_nvcsw)
 }
 
 /// A volume backed by a local block device.
@@ -230,9 +287,9 @@ impl<D: BlockDevice + 'static> Volume for LocalVolume<D> {
         }
         let gate = Arc::clone(&self.gate);
         self.run(fua, move |device| {
-            let started_ns = gate.now_ns();
+            let start = gate.start();
             device.write_at(&data, offset_bytes)?;
-            gate.observe(started_ns, data.len());
+            gate.finish(start, data.len());
             if fua {
                 device.sync_data()?;
             }
@@ -283,23 +340,49 @@ mod tests {
     use hadisk_storage::MemDevice;
 
     #[test]
-    fn a_slow_write_sends_writes_to_the_pool_for_a_period() {
+    fn only_a_probed_slow_write_that_slept_sends_writes_to_the_pool() {
         let gate = WriteGate::new();
         assert!(!gate.pooled());
-        // A 4 KiB write that took as long as the limit for 1 MiB is fine...
-        let now = gate.now_ns();
-        gate.observe(now.saturating_sub(1_000), 4096);
-        assert!(!gate.pooled());
-        // ...one that took 10 s waited for something: pool from now on.
-        let long_ago = 10_000_000_000;
-        let gate = WriteGate {
-            epoch: gate.epoch - std::time::Duration::from_nanos(long_ago),
-            pooled_until_ns: AtomicU64::new(0),
+        // Fast: nothing happens.
+        gate.finish(gate.start(), 4096);
+        assert!(!gate.pooled() && !gate.probe_next.load(Ordering::Relaxed));
+        // Slow but not probed (could be preemption): arms the probe only.
+        let slow = WriteStart {
+            started_ns: 0,
+            voluntary_switches: None,
         };
-        gate.observe(0, 4096);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        gate.finish(slow, 4096);
+        assert!(!gate.pooled());
+        // The probed write is slow and slept (a sleep is a voluntary switch).
+        let probed = gate.start();
+        assert!(probed.voluntary_switches.is_some());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        gate.finish(probed, 4096);
         assert!(gate.pooled());
         let until = gate.pooled_until_ns.load(Ordering::Relaxed);
-        assert!(until >= long_ago + POOLED_PERIOD_MS * 1_000_000);
+        assert!(until >= POOLED_PERIOD_MS * 1_000_000);
+    }
+
+    #[test]
+    fn a_probed_slow_write_that_did_not_sleep_keeps_writes_inline() {
+        let gate = WriteGate::new();
+        gate.probe_next.store(true, Ordering::Relaxed);
+        let probed = gate.start();
+        // Busy for 5 ms without sleeping (what preemption looks like to the thread).
+        let begun = Instant::now();
+        while begun.elapsed() < std::time::Duration::from_millis(5) {
+            std::hint::spin_loop();
+        }
+        let start = WriteStart {
+            voluntary_switches: probed.voluntary_switches,
+            ..probed
+        };
+        gate.finish(start, 4096);
+        // A preempted (not sleeping) write cannot be told apart from a busy
+        // one; either way it did not wait for the disk.
+        let slept_anyway = voluntary_switches() > probed.voluntary_switches;
+        assert_eq!(gate.pooled(), slept_anyway);
     }
 
     #[tokio::test]
