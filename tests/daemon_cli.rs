@@ -221,8 +221,16 @@ fn a_standalone_primary_records_what_the_peer_missed_before_writing() {
     require("qemu-io");
     let node = Node::new("alpha");
     let disk = node.setup(RES, 64 * MIB, "");
+    // A node whose peer had its data (a finished sync): promoting it
+    // standalone records precisely what the peer then misses.
+    node.md_as_synced(&disk, 0x1234_5678_9abc_def0);
     let mut d = node.daemon();
-    node.make_primary(RES);
+    assert_eq!(
+        node.ok(&["up", RES]),
+        "data: up as Secondary, disk UpToDate\n"
+    );
+    node.ok(&["primary", RES]);
+    assert_eq!(node.md_uuids(&disk).bitmap, 0x1234_5678_9abc_def0);
     assert_eq!(node.resource_status(RES)["peer"]["out_of_sync_bytes"], 0);
     // Extent 0, extent 2, extents 4 and 5 (a write across their border),
     // and extent 7 by a zeroing: 5 extents of 4 MiB.
@@ -278,6 +286,20 @@ fn a_standalone_primary_records_what_the_peer_missed_before_writing() {
     assert_eq!(
         node.resource_status(RES)["peer"]["out_of_sync_bytes"],
         20 * MIB
+    );
+}
+
+#[test]
+fn a_peer_that_never_had_the_data_is_marked_out_of_sync_entirely_at_promotion() {
+    let node = Node::new("alpha");
+    let disk = node.setup(RES, 64 * MIB, "");
+    let _d = node.daemon();
+    node.make_primary(RES);
+    let size = node.resource_status(RES)["size_bytes"].as_u64().unwrap();
+    assert_eq!(node.resource_status(RES)["peer"]["out_of_sync_bytes"], size);
+    assert_eq!(
+        node.md_uuids(&disk).bitmap,
+        hadisk_metadata::UUID_JUST_CREATED
     );
 }
 

@@ -187,6 +187,24 @@ impl Node {
         let md = hadisk_metadata::Metadata::open(std::sync::Arc::new(dev)).unwrap();
         md.superblock().flags.names()
     }
+    /// Makes `disk`'s metadata look like that of a node that finished a
+    /// sync with its peer: UpToDate, current generation `current`, no
+    /// bitmap generation (as the peer link will leave it).
+    pub fn md_as_synced(&self, disk: &Path, current: u64) {
+        let dev = hadisk_storage::FileDevice::open(disk, false).unwrap();
+        let mut md = hadisk_metadata::Metadata::open(std::sync::Arc::new(dev)).unwrap();
+        md.update(|sb| {
+            sb.uuids = hadisk_metadata::Uuids {
+                current,
+                bitmap: 0,
+                history: [hadisk_metadata::UUID_JUST_CREATED, 0],
+            };
+            sb.flags.insert(
+                hadisk_metadata::Flags::CONSISTENT | hadisk_metadata::Flags::WAS_UP_TO_DATE,
+            );
+        })
+        .unwrap();
+    }
     /// The generation UUIDs on `disk`.
     pub fn md_uuids(&self, disk: &Path) -> hadisk_metadata::Uuids {
         let dev = hadisk_storage::FileDevice::open(disk, true).unwrap();

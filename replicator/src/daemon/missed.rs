@@ -9,7 +9,11 @@
 //! straight to the disk. That bounds the metadata syncs to one per extent
 //! over the whole standalone period — not one per write — at the price of
 //! resyncing up to 4 MiB around each written region. Nothing clears bits
-//! here: only a finished resync (the peer link) does.
+//! here: only a finished resync (the peer link) does. When the peer never
+//! had this data (the bitmap generation is "just created"), the promotion
+//! marks every extent at once instead ([`MissedWrites::record_all`]): that
+//! peer's first sync is a full one anyway, and one bitmap write before any
+//! data is dirty is cheaper than a sync per extent while serving.
 //!
 //! Invariants:
 //! - a write, trim or zeroing is issued only after the bits of every extent
@@ -125,6 +129,13 @@ impl MissedWrites {
         Ok(todo.len() as u64)
     }
 
+    /// Durably marks every extent (blocking I/O). For a peer that never
+    /// had this data: its sync is a full one anyway.
+    pub fn record_all(&self) -> Result<(), MetadataError> {
+        self.record(0, self.usable_bytes)?;
+        Ok(())
+    }
+
     /// Bytes the peer is out of sync by, as the bitmap says.
     pub fn dirty_bytes(&self) -> u64 {
         lock(&self.state).bitmap.dirty_bytes()
@@ -178,6 +189,18 @@ mod tests {
         let again = MissedWrites::new(Arc::new(Mutex::new(reopened))).unwrap();
         assert!(again.covered(16 * MIB, 8 * MIB));
         assert!(!again.covered(8 * MIB, 1));
+    }
+
+    #[test]
+    fn record_all_marks_every_extent() {
+        let (_disk, md) = setup();
+        let usable = lock(&md).layout().usable_size_bytes;
+        let missed = MissedWrites::new(md).unwrap();
+        missed.record(8 * MIB, 1).unwrap();
+        missed.record_all().unwrap();
+        assert_eq!(missed.dirty_bytes(), usable);
+        assert!(missed.covered(0, usable));
+        assert_eq!(missed.record(0, usable).unwrap(), 0);
     }
 
     #[test]

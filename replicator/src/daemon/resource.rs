@@ -184,15 +184,25 @@ impl Resource {
                 .map_err(|e| anyhow!("{}: preparing the export: {e}", self.name))?,
         );
         let fresh = new_generation_uuid();
-        let md = self.metadata.clone();
+        let (md, missed) = (self.metadata.clone(), self.missed.clone());
         blocking(move || {
-            let mut md = lock(&md);
-            let mut uuids = md.superblock().uuids;
-            uuids.new_current(fresh)?;
-            md.update(|sb| {
-                sb.flags = flags;
-                sb.uuids = uuids;
-            })?;
+            let peer_never_synced = {
+                let mut md = lock(&md);
+                let mut uuids = md.superblock().uuids;
+                uuids.new_current(fresh)?;
+                md.update(|sb| {
+                    sb.flags = flags;
+                    sb.uuids = uuids;
+                })?;
+                uuids.bitmap == UUID_JUST_CREATED
+            };
+            // The generation the peer may hold is "just created": it never
+            // had our data, so its first sync is a full one whatever the
+            // bitmap says. Marking everything now (before any write, so the
+            // sync is cheap) spares the per-extent syncs while serving.
+            if peer_never_synced {
+                missed.record_all()?;
+            }
             Ok(())
         })
         .await
