@@ -50,6 +50,41 @@
 //!   extent pinned and, if the link drops, its blocks go into the bitmap.
 //! * Never two Primaries while connected: promotion while connected is a
 //!   two-phase `PromoteRequest`/`PromoteReply`.
+//!
+//! # Example: a forced Primary, alone, takes a write
+//! ```
+//! use bytes::Bytes;
+//! use hadisk_bitmap::DirtyBitmap;
+//! use hadisk_core::*;
+//!
+//! let size = 64 << 20;
+//! let superblock = SuperblockState {
+//!     uuids: Uuids::just_created(),
+//!     consistent: false,
+//!     was_up_to_date: false,
+//!     primary: false,
+//!     crashed_primary: false,
+//!     peer_outdated: false,
+//! };
+//! let attached = Attached { superblock, bitmap: DirtyBitmap::new(size).unwrap(), al_slots: vec![None; 1237] };
+//! let (mut r, _) = Resource::new(Config::new(size, false, 42), attached).unwrap();
+//! let promote = Event::Admin { cmd: CmdId(1), op: AdminOp::Promote { force: true } };
+//! // The Primary flag and the new generation UUID are persisted first.
+//! let io = match r.handle(0, promote).as_slice() {
+//!     [Action::WriteMeta { io, update }] if update.superblock.is_some_and(|s| s.primary) => *io,
+//!     other => panic!("{other:?}"),
+//! };
+//! let done = r.handle(1, Event::IoDone { io, ok: true });
+//! assert!(done.contains(&Action::AdminDone { cmd: CmdId(1), result: Ok(()) }));
+//! // A write into a new extent: the AL transaction first, then the write.
+//! let write = Event::ClientWrite { req: ReqId(7), offset_bytes: 0, data: Bytes::from(vec![1; 4096]), fua: false };
+//! let Some(Action::WriteMeta { io: al, .. }) = r.handle(2, write).into_iter().next() else { panic!() };
+//! let Some(Action::WriteLocal { io, .. }) = r.handle(3, Event::IoDone { io: al, ok: true }).into_iter().next() else { panic!() };
+//! // No peer: the block is marked for the resync, the write completes.
+//! let out = r.handle(4, Event::IoDone { io, ok: true });
+//! assert!(out.contains(&Action::ClientDone { req: ReqId(7), result: Ok(()) }));
+//! assert_eq!(r.status(4).out_of_sync_bytes, 4096);
+//! ```
 #![deny(clippy::disallowed_methods)]
 
 mod admin;
