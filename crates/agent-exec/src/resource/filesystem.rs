@@ -85,6 +85,25 @@ fn canonical(p: &str) -> String {
         .unwrap_or_else(|_| p.to_owned())
 }
 
+/// How long `findfs` may take.
+pub const FINDFS_LIMIT: Duration = Duration::from_secs(10);
+
+/// The device node of `device`: `LABEL=…`, `UUID=…`, `PARTLABEL=…` and
+/// `PARTUUID=…` are looked up with `findfs` (so the mount table, which
+/// lists device nodes, can be checked), paths are canonicalised.
+pub async fn resolve(device: &str) -> Result<String, String> {
+    let tagged = ["LABEL=", "UUID=", "PARTLABEL=", "PARTUUID="]
+        .iter()
+        .any(|t| device.starts_with(t));
+    if !tagged {
+        return Ok(canonical(device));
+    }
+    let out = cmd::run("findfs", &[device], FINDFS_LIMIT)
+        .await
+        .map_err(|e| format!("no filesystem {device} found: {e}"))?;
+    Ok(canonical(out.stdout.trim()))
+}
+
 /// What mounting `device` on `dir` would run into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountCheck {
@@ -126,7 +145,7 @@ pub async fn mount(
     fstype: &str,
     options: Option<&str>,
 ) -> Result<(), String> {
-    let dev = canonical(device);
+    let dev = resolve(device).await?;
     let target = canonical(&dir.to_string_lossy());
     match check(&mounts()?, &dev, &target) {
         MountCheck::AlreadyThere => return Ok(()),
@@ -137,7 +156,7 @@ pub async fn mount(
     if let Some(o) = options {
         args.extend(["-o".to_owned(), o.to_owned()]);
     }
-    args.extend([device.to_owned(), target]);
+    args.extend([dev, target]);
     cmd::run("mount", &args, MOUNT_LIMIT).await.map(|_| ())
 }
 
@@ -157,7 +176,9 @@ pub async fn unmount(dir: &Path) -> Result<(), String> {
 
 /// Whether `device` is mounted on `dir`.
 pub async fn is_mounted(device: &str, dir: &Path) -> Result<bool, String> {
-    let dev = canonical(device);
+    let Ok(dev) = resolve(device).await else {
+        return Ok(false);
+    };
     let target = canonical(&dir.to_string_lossy());
     Ok(check(&mounts()?, &dev, &target) == MountCheck::AlreadyThere)
 }
