@@ -119,7 +119,7 @@ impl Resource {
         self.sb.consistent = true;
         self.sb.was_up_to_date = true;
         self.sb.peer_outdated = !self.link_is_up();
-        let seq = self.queue_meta(None, true);
+        let seq = self.queue_meta(None);
         if let Some((cmd, _)) = self.promoting {
             self.wait_meta(seq, MetaWaiter::Promoted(cmd));
         }
@@ -141,7 +141,10 @@ impl Resource {
             self.sb.uuids = new_generation(&self.sb.uuids, fresh, true);
             self.sb.peer_outdated = true;
             if self.sb.uuids != before {
-                self.gen_meta_seq = self.queue_meta(None, true);
+                let seq = self.queue_meta(None);
+                if seq != u64::MAX {
+                    self.gen_meta_seq = seq;
+                }
             }
             self.set_peer_disk(Some(DiskState::Outdated));
         }
@@ -207,7 +210,7 @@ impl Resource {
             return;
         }
         self.sb.primary = false;
-        let seq = self.queue_meta(None, true);
+        let seq = self.queue_meta(None);
         self.wait_meta(seq, MetaWaiter::Demoted(cmd));
     }
 

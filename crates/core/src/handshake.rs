@@ -219,7 +219,7 @@ impl Resource {
         if self.sb.crashed_primary || clear_outdated {
             self.sb.crashed_primary = false;
             self.sb.peer_outdated &= !clear_outdated;
-            self.queue_meta(None, true);
+            self.queue_meta(None);
         }
         self.release_meta_waiting_writes();
         self.pump();
@@ -276,8 +276,9 @@ impl Resource {
             let fresh = self.next_random();
             self.sb.uuids = new_generation(&self.sb.uuids, fresh, true);
             self.sb.peer_outdated = true;
-            let seq = self.queue_meta(None, true);
-            if self.sb.uuids != before {
+            let seq = self.queue_meta(None);
+            // (A Failed disk persists nothing: its writes fail anyway.)
+            if self.sb.uuids != before && seq != u64::MAX {
                 self.gen_meta_seq = seq;
             }
         }

@@ -16,11 +16,14 @@ use crate::event::{Action, MetaUpdate};
 use crate::resource::{MetaWaiter, Resource};
 
 impl Resource {
-    /// Queues AL slot changes and/or the current superblock; returns the
-    /// sequence of the metadata write that will carry them.
-    pub(crate) fn queue_meta(&mut self, al: Option<Vec<SlotChange>>, _superblock: bool) -> u64 {
-        // The superblock is always written as it is when the write is
-        // issued, so `_superblock` only documents the caller's intent.
+    /// Queues a metadata write (with `al` slot changes, if any); every
+    /// write carries the superblock as it is when issued and the changed
+    /// bitmap pages. Returns the sequence of the write that will carry it.
+    pub(crate) fn queue_meta(&mut self, al: Option<Vec<SlotChange>>) -> u64 {
+        if matches!(self.disk, DiskState::Failed | DiskState::Diskless) {
+            // Never durable: whatever waits for it waits until re-attach.
+            return u64::MAX;
+        }
         let pending = self.meta_next.get_or_insert_with(Vec::new);
         if let Some(changes) = al {
             pending.extend(changes);

@@ -353,7 +353,7 @@ impl Resource {
         }
         self.sb.primary = false;
         self.sb.crashed_primary = true;
-        self.queue_meta(None, true);
+        self.queue_meta(None);
     }
 
     /// Feeds one event; returns the actions to perform.

@@ -39,7 +39,7 @@ impl Resource {
         self.sb.was_up_to_date = false;
         self.target = Some(TargetSync::default());
         self.start_progress();
-        let seq = self.queue_meta(None, true);
+        let seq = self.queue_meta(None);
         self.wait_meta(seq, MetaWaiter::StartTarget);
     }
 
@@ -149,7 +149,7 @@ impl Resource {
         self.sb.consistent = true;
         self.sb.was_up_to_date = true;
         self.sb.crashed_primary = false;
-        let seq = self.queue_meta(None, true);
+        let seq = self.queue_meta(None);
         self.wait_meta(seq, MetaWaiter::FinishTarget);
     }
 
@@ -268,6 +268,6 @@ impl Resource {
         self.unstable.retain(|u| u.al_held || !u.on_peer);
         self.progress = None;
         self.set_repl(Replication::Established);
-        self.queue_meta(None, true);
+        self.queue_meta(None);
     }
 }

@@ -106,7 +106,7 @@ impl Resource {
             for c in &update.changes {
                 self.al_uncommitted.remove(&c.new_extent);
             }
-            let seq = self.queue_meta(Some(update.changes.clone()), false);
+            let seq = self.queue_meta(Some(update.changes.clone()));
             for c in &update.changes {
                 self.al_uncommitted.insert(c.new_extent, seq);
             }
