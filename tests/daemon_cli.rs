@@ -178,7 +178,7 @@ fn a_disk_is_attached_by_one_daemon_only() {
     );
     assert!(!other_run.join("data.nbd").exists());
     node.ok(&["down", RES]);
-    assert!(other(&["up", RES]).status().unwrap().success());
+    assert!(other(&["up", RES]).output().unwrap().status.success());
     second.stop();
 }
 

@@ -38,8 +38,10 @@ pub struct Resource {
     peer: String,
     state: ResourceState,
     disk: Arc<dyn BlockDevice>,
-    /// Behind a std mutex because it is used from the blocking pool; only
-    /// control commands (serialised by the daemon) take it.
+    /// Behind a std mutex because it is used from the blocking pool, by
+    /// control commands (serialised by the daemon) and by [`MissedWrites`]
+    /// when a write first enters an extent (lock order: MissedWrites's
+    /// state, then this).
     metadata: Arc<Mutex<Metadata>>,
     usable_bytes: u64,
     /// What the absent peer has missed (the dirty bitmap), shared with the
@@ -94,24 +96,7 @@ impl Resource {
         ));
         let server = Server::new(gate.clone());
         let socket = run_dir.join(format!("{name}.nbd"));
-        server
-            .listen_unix(&socket)
-            .map_err(|e| anyhow!("{name}: {e}"))?;
-        let tcp = match opened.nbd_listen {
-            Some(addr) => match server.listen_tcp(addr).await {
-                Ok(bound) => Some(bound),
-                Err(e) => {
-                    server.shutdown().await;
-                    bail!("{name}: {e} (nbd-listen in {})", config.display());
-                }
-            },
-            None => None,
-        };
-        let disk_label = format!(
-            "{} ({} bytes)",
-            opened.disk_path.display(),
-            opened.disk.size_bytes()
-        );
+        let tcp = listen(name, config, &server, &socket, opened.nbd_listen).await?;
         let metadata = opened.metadata;
         let md = metadata.clone();
         let attached = blocking(move || {
@@ -126,7 +111,12 @@ impl Resource {
             Ok(a) => a,
             Err(e) => {
                 server.shutdown().await;
-                return Err(e.context(format!("{name}: attaching {disk_label}")));
+                let disk = format!(
+                    "{} ({} bytes)",
+                    opened.disk_path.display(),
+                    opened.disk.size_bytes()
+                );
+                return Err(e.context(format!("{name}: attaching {disk}")));
             }
         };
         let usable_bytes = lock(&metadata).layout().usable_size_bytes;
@@ -345,6 +335,30 @@ fn lock(md: &Mutex<Metadata>) -> std::sync::MutexGuard<'_, Metadata> {
     // was (it is replaced only after a durable write), so poisoning is
     // ignored.
     md.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Listens on `socket` and, when configured, on the `nbd-listen` address;
+/// returns the bound TCP address. On failure nothing is left listening.
+async fn listen(
+    name: &str,
+    config: &Path,
+    server: &Server,
+    socket: &Path,
+    nbd_listen: Option<SocketAddr>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    server
+        .listen_unix(socket)
+        .map_err(|e| anyhow!("{name}: {e}"))?;
+    let Some(addr) = nbd_listen else {
+        return Ok(None);
+    };
+    match server.listen_tcp(addr).await {
+        Ok(bound) => Ok(Some(bound)),
+        Err(e) => {
+            server.shutdown().await;
+            bail!("{name}: {e} (nbd-listen in {})", config.display());
+        }
+    }
 }
 
 /// Reads the configuration and opens this node's disk and metadata.
