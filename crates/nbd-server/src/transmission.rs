@@ -59,8 +59,12 @@ pub const MAX_IN_FLIGHT_REQUESTS: usize = 4096;
 /// requests are not free.
 const REQUEST_OVERHEAD_BYTES: usize = 64;
 
-/// How much the reader asks the socket for at least, per read.
+/// How much room the read buffer gets at least when it grows.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Below this much spare room the buffer grows before the next read, so
+/// that reads are never tiny.
+const MIN_READ_SPARE_BYTES: usize = 16 * 1024;
 
 /// Most replies gathered into one vectored write (each takes up to two
 /// iovecs; Linux's IOV_MAX is 1024).
@@ -244,14 +248,22 @@ fn gather(out: &VecDeque<Reply>, front_written: usize) -> Vec<IoSlice<'_>> {
 
 impl Transmission {
     /// Makes room for the next read: the rest of a partial request, or a chunk.
+    ///
+    /// Growing a buffer whose earlier payloads are still in flight (shared
+    /// `Bytes`) allocates anew and copies the partial request it holds, so
+    /// grow rarely: only when the rest of the current request does not fit,
+    /// and then to twice what is needed, so that the next requests land in
+    /// place (profiled: one copy per request of the partial payload was
+    /// ~6% of the CPU of 1 MiB writes).
     fn reserve(&mut self) {
         let needed = match Request::decode(&self.buf) {
             Ok(Some(request)) => wire::REQUEST_HEADER_BYTES + request.payload_bytes() as usize,
             _ => wire::REQUEST_HEADER_BYTES,
         };
-        let want = needed.saturating_sub(self.buf.len()).max(READ_CHUNK_BYTES);
-        if self.buf.capacity() - self.buf.len() < want / 2 {
-            self.buf.reserve(want);
+        let remaining = needed.saturating_sub(self.buf.len());
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < remaining.max(MIN_READ_SPARE_BYTES) {
+            self.buf.reserve(2 * remaining.max(READ_CHUNK_BYTES));
         }
     }
 
