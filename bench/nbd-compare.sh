@@ -248,10 +248,13 @@ echo
 echo "$note"
 
 if [[ -n "$RESULTS" ]]; then
-    python3 - "$RESULTS" "$table" "$note" <<'PY'
+    python3 - "$RESULTS" "$table" "$note" "$here/nbd-notes.md" <<'PY'
 import sys, re, os
 path, table, note = sys.argv[1], sys.argv[2], sys.argv[3]
 section = "## NBD server\n\nProduced by `bench/nbd-compare.sh`.\n\n" + table + "\n\n" + note + "\n"
+notes = sys.argv[4] if len(sys.argv) > 4 else ""
+if notes and os.path.exists(notes):
+    section += "\n" + open(notes).read().strip() + "\n"
 text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
 pattern = re.compile(r"## NBD server\n.*?(?=\n## |\Z)", re.S)
 text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
