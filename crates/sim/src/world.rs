@@ -776,8 +776,10 @@ impl World {
                 self.crash(i);
             }
         } else if pick(o.disk_error_weight) {
+            // A write error loses no data (the repair keeps the disk), so it
+            // may hit either node at any time.
             let i = self.rng.range(0, 1) as usize;
-            if self.may_fail(i) {
+            if self.nodes[i].core.is_some() {
                 self.log(format!(
                     "fault: {} will fail its next write",
                     self.nodes[i].name
@@ -806,6 +808,24 @@ impl World {
         self.stats.crashes += 1;
         let name = self.nodes[i].name;
         self.log(format!("fault: {name} crashes"));
+        self.nodes[i].disk.crash();
+        self.stop_node(i);
+    }
+
+    /// A failed disk is repaired: the node stops (its in-flight I/O never
+    /// completes) and restarts; what its disk had is kept, as a detach that
+    /// flushes the cache keeps it.
+    fn repair(&mut self, i: usize) {
+        let name = self.nodes[i].name;
+        self.log(format!("operator repairs {name}'s disk (restart)"));
+        let disk = &mut self.nodes[i].disk;
+        disk.flush(disk.flush_point());
+        self.stop_node(i);
+    }
+
+    /// Takes node `i` down: in-flight I/O and client requests are lost, the
+    /// peer notices after a keepalive timeout; it restarts later.
+    fn stop_node(&mut self, i: usize) {
         let j = 1 - i;
         self.nodes[j].safe_survivor = self.nodes[j].core.as_ref().is_some_and(|c| {
             c.replication() == Replication::Established && c.disk() == DiskState::UpToDate
@@ -813,7 +833,6 @@ impl World {
         let n = &mut self.nodes[i];
         n.core = None;
         n.inc += 1;
-        n.disk.crash();
         n.dialing = false;
         n.fail_next_write = false;
         n.admin = None;
@@ -890,13 +909,8 @@ impl World {
                 .core
                 .as_ref()
                 .is_some_and(|c| c.disk() == DiskState::Failed);
-            if failed && (self.quiescing || self.may_fail_ignoring_disk(i)) {
-                self.log(format!(
-                    "operator repairs {}'s disk (restart)",
-                    self.nodes[i].name
-                ));
-                self.crash(i);
-                self.stats.crashes -= 1;
+            if failed {
+                self.repair(i);
             }
         }
         if self.quiescing {
@@ -922,14 +936,6 @@ impl World {
             self.promote_someone()?;
         }
         Ok(())
-    }
-
-    fn may_fail_ignoring_disk(&self, i: usize) -> bool {
-        let Some(oc) = self.nodes[1 - i].core.as_ref() else {
-            return false;
-        };
-        (oc.role() == Role::Primary && oc.disk() == DiskState::UpToDate)
-            || (oc.replication() == Replication::Established && oc.disk() == DiskState::UpToDate)
     }
 
     /// Promotes a node that surely holds every acknowledged write.
