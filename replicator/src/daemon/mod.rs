@@ -6,8 +6,15 @@
 //! exit 0 — so that the next start does not mistake a clean stop for a crash.
 
 mod control_server;
+mod driver;
 mod export;
+mod link;
+// The standalone-only data path that preceded the replication core; its
+// disk lock and state helpers are still used.
+#[allow(dead_code)]
 mod missed;
+mod replicated;
+#[allow(dead_code)]
 mod resource;
 mod state;
 mod usable;
@@ -26,7 +33,7 @@ use crate::cli::GlobalOpts;
 use crate::control::{Request, Response, CONTROL_SOCKET};
 use crate::status::StatusReport;
 
-use resource::Resource;
+use replicated::Resource;
 
 /// The daemon's state: the resources that are up, by name.
 #[derive(Debug)]
@@ -132,9 +139,18 @@ impl Daemon {
             Request::Secondary { resource } => {
                 self.with_resource(&resource, |r| Box::pin(r.demote())).await
             }
-            Request::Connect { resource, .. }
-            | Request::Disconnect { resource }
-            | Request::Invalidate { resource }
+            Request::Connect {
+                resource,
+                discard_my_data,
+            } => {
+                self.with_resource(&resource, |r| Box::pin(r.connect(discard_my_data)))
+                    .await
+            }
+            Request::Disconnect { resource } => {
+                self.with_resource(&resource, |r| Box::pin(r.disconnect()))
+                    .await
+            }
+            Request::Invalidate { resource }
             | Request::Verify { resource } => Response::refused(format!(
                 "{resource}: this command needs the peer link, which this build of hadisk does not have yet"
             )),
@@ -148,13 +164,12 @@ impl Daemon {
                 return Response::refused(not_up(name, resources.keys()));
             }
         }
-        let report = StatusReport {
-            resources: resources
-                .values()
-                .filter(|r| only.is_none_or(|n| n == r.name()))
-                .map(Resource::status)
-                .collect(),
-        };
+        let mut report = StatusReport::default();
+        for r in resources.values() {
+            if only.is_none_or(|n| n == r.name()) {
+                report.resources.push(r.status().await);
+            }
+        }
         Response {
             ok: true,
             message: String::new(),
@@ -162,18 +177,51 @@ impl Daemon {
         }
     }
 
-    async fn up(&self, name: &str, config: PathBuf, node: String, _wait: bool) -> Response {
+    async fn up(&self, name: &str, config: PathBuf, node: String, wait: bool) -> Response {
         let mut resources = self.resources.lock().await;
         if resources.contains_key(name) {
             return Response::ok(format!("{name}: already up"));
         }
-        match Resource::up(name, &config, &node, &self.run_dir, self.io_mode).await {
-            Ok(r) => {
-                let msg = r.up_message();
-                resources.insert(name.to_string(), r);
-                Response::ok(msg)
+        let (msg, timeout) =
+            match Resource::up(name, &config, &node, &self.run_dir, self.io_mode).await {
+                Ok(r) => {
+                    let msg = r.up_message();
+                    let timeout = r.wait_timeout();
+                    resources.insert(name.to_string(), r);
+                    (msg, timeout)
+                }
+                Err(e) => return Response::refused(format!("{e:#}")),
+            };
+        drop(resources);
+        if wait {
+            return self.wait_connected(name, msg, timeout).await;
+        }
+        Response::ok(msg)
+    }
+
+    /// `up --wait`: until Connected, or `wfc-timeout` (DRBD's init script
+    /// then goes on degraded; so does this: the answer is still success).
+    async fn wait_connected(
+        &self,
+        name: &str,
+        msg: String,
+        timeout: Option<std::time::Duration>,
+    ) -> Response {
+        let start = std::time::Instant::now();
+        loop {
+            let connected = match self.resources.lock().await.get(name) {
+                Some(r) => r.core_status().await.map(|s| s.connection.to_string()),
+                None => return Response::refused(format!("{name}: went down while waiting")),
+            };
+            if connected.as_deref() == Some("Connected") {
+                return Response::ok(format!("{msg}; connected"));
             }
-            Err(e) => Response::refused(format!("{e:#}")),
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Response::ok(format!(
+                    "{msg}; the peer did not connect within the wfc-timeout: going on degraded"
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 

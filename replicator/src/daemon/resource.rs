@@ -406,12 +406,12 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
 /// layer; the lock covers regular files, which have no such guard, and
 /// tells the operator which resource is in the way.
 #[derive(Debug)]
-struct DiskLock {
+pub(super) struct DiskLock {
     _file: std::fs::File,
 }
 
 impl DiskLock {
-    fn take(name: &str, disk: &Path) -> anyhow::Result<DiskLock> {
+    pub(super) fn take(name: &str, disk: &Path) -> anyhow::Result<DiskLock> {
         use std::os::fd::AsRawFd;
         let file = std::fs::File::open(disk)
             .map_err(|e| anyhow!("{name}: cannot open the disk {}: {e}", disk.display()))?;

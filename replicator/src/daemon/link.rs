@@ -1,0 +1,519 @@
+//! The peer link of one resource: listening on this node's `address`,
+//! dialing the peer's, the authenticated `hadisk-peer-proto` handshake,
+//! keepalive and timeouts. It hands the driver ([`super::driver`]) one
+//! authenticated connection at a time as [`Input::LinkUp`] and reports its
+//! end as [`Input::LinkDown`].
+//!
+//! Duplicate connections are resolved by a fixed rule: **the outgoing
+//! connection of the node with the lower name is the link.** Both nodes
+//! listen and both dial, but the higher-named node's dial is only a knock:
+//! the lower node answers an incoming connection by closing it and dialing
+//! at once, so a restarted peer is reached without waiting for a backoff.
+//! On the higher node, a new authenticated incoming connection replaces
+//! the current link (the peer restarted; the old one is half-open).
+//!
+//! Invariants:
+//! - every link carries a generation number; messages and link-down reports
+//!   of a link that is no longer current are dropped by the driver;
+//! - the secret never goes on the wire (peer-proto's challenge-response); a
+//!   failed handshake closes the connection and its reason is kept for
+//!   `status` and logged;
+//! - a peer that stops reading or answering never hangs us: every write to
+//!   the socket has a deadline (`timeout`), and a link silent for
+//!   `ping-int + max(ping-timeout, timeout)` while we send pings every
+//!   `ping-int` is declared dead;
+//! - garbage on the port is a logged decode error on that connection only.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hadisk_peer_proto::{Decoder, Handshake, HandshakeConfig, HmacAlg, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::driver::Input;
+
+/// Longest time a connection attempt plus handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// First reconnect delay; doubled after each failure up to `connect-int`.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Bytes the writer buffers before a socket write (many small frames
+/// become one syscall; large payloads pass through).
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What the link needs to know, from the resource file.
+#[derive(Clone)]
+pub struct LinkConfig {
+    pub resource: String,
+    pub local_name: String,
+    pub peer_name: String,
+    pub listen: SocketAddr,
+    pub peer: SocketAddr,
+    pub secret: Option<Vec<u8>>,
+    pub alg: HmacAlg,
+    pub timeout: Duration,
+    pub ping_int: Duration,
+    pub ping_timeout: Duration,
+    pub connect_int: Duration,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("resource", &self.resource)
+            .field("listen", &self.listen)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl LinkConfig {
+    /// The lower-named node's outgoing connection is the link.
+    fn dials(&self) -> bool {
+        self.local_name < self.peer_name
+    }
+    /// Silence after which the link is dead.
+    fn rx_deadline(&self) -> Duration {
+        self.ping_int + self.ping_timeout.max(self.timeout)
+    }
+}
+
+/// Commands from the driver (the core's `Dial` / `CloseLink`).
+#[derive(Debug)]
+pub enum LinkCmd {
+    Dial,
+    Close { redial: bool },
+    Stop,
+}
+
+/// Why the link is not up, shown by `status` (a wrong secret, …).
+pub type LastError = Arc<Mutex<Option<String>>>;
+
+/// A connection's sending half as the driver sees it.
+pub type PeerTx = mpsc::UnboundedSender<Message>;
+
+/// Binds the listener (an error names the address) and starts the manager.
+pub async fn start(
+    cfg: LinkConfig,
+    driver: mpsc::UnboundedSender<Input>,
+    last_error: LastError,
+) -> anyhow::Result<mpsc::UnboundedSender<LinkCmd>> {
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot listen on the peer address {}: {e} (address in the resource file)",
+            cfg.resource,
+            cfg.listen
+        )
+    })?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(Manager::new(cfg, driver, last_error).run(listener, rx));
+    Ok(tx)
+}
+
+enum Note {
+    /// A handshake finished: (outgoing?, result).
+    Handshaken(bool, Result<Conn, String>),
+    /// A link's tasks ended.
+    Ended(u64, String),
+}
+
+struct Conn {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    decoder: Decoder,
+    addr: SocketAddr,
+}
+
+struct Manager {
+    cfg: LinkConfig,
+    driver: mpsc::UnboundedSender<Input>,
+    last_error: LastError,
+    want: bool,
+    current: Option<(u64, Vec<tokio::task::AbortHandle>)>,
+    next_gen: u64,
+    dialing: bool,
+    backoff: Duration,
+    notes_tx: mpsc::UnboundedSender<Note>,
+    notes: mpsc::UnboundedReceiver<Note>,
+}
+
+impl Manager {
+    fn new(cfg: LinkConfig, driver: mpsc::UnboundedSender<Input>, last_error: LastError) -> Self {
+        let (notes_tx, notes) = mpsc::unbounded_channel();
+        Manager {
+            cfg,
+            driver,
+            last_error,
+            want: false,
+            current: None,
+            next_gen: 1,
+            dialing: false,
+            backoff: BACKOFF_MIN,
+            notes_tx,
+            notes,
+        }
+    }
+
+    async fn run(mut self, listener: TcpListener, mut cmds: mpsc::UnboundedReceiver<LinkCmd>) {
+        let mut dial_at = tokio::time::Instant::now();
+        loop {
+            let dial_due = self.want && self.current.is_none() && !self.dialing;
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(LinkCmd::Dial) => {
+                        self.want = true;
+                        dial_at = tokio::time::Instant::now();
+                    }
+                    Some(LinkCmd::Close { redial }) => {
+                        self.close_current();
+                        self.want = redial;
+                        dial_at = tokio::time::Instant::now() + self.backoff;
+                    }
+                    Some(LinkCmd::Stop) | None => {
+                        self.close_current();
+                        return;
+                    }
+                },
+                accepted = listener.accept() => {
+                    if let Ok((stream, addr)) = accepted {
+                        self.incoming(stream, addr);
+                        dial_at = tokio::time::Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep_until(dial_at), if dial_due => {
+                    self.dialing = true;
+                    let (cfg, notes) = (self.cfg.clone(), self.notes_tx.clone());
+                    tokio::spawn(async move {
+                        let r = outgoing(&cfg).await;
+                        let _ = notes.send(Note::Handshaken(true, r));
+                    });
+                }
+                Some(note) = self.notes.recv() => {
+                    if let Some(delay) = self.note(note) {
+                        dial_at = tokio::time::Instant::now() + delay;
+                    }
+                }
+            }
+        }
+    }
+
+    fn incoming(&mut self, stream: TcpStream, addr: SocketAddr) {
+        if self.cfg.dials() || !self.want {
+            // The knock of the higher node (or we are StandAlone): close;
+            // the dial timer was reset by the caller.
+            drop(stream);
+            return;
+        }
+        let (cfg, notes) = (self.cfg.clone(), self.notes_tx.clone());
+        tokio::spawn(async move {
+            let r = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&cfg, stream, addr))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(format!("handshake with {addr} timed out")),
+            };
+            let _ = notes.send(Note::Handshaken(false, r));
+        });
+    }
+
+    /// Returns a new dial delay when one should be set.
+    fn note(&mut self, note: Note) -> Option<Duration> {
+        match note {
+            Note::Handshaken(outgoing, r) => {
+                if outgoing {
+                    self.dialing = false;
+                }
+                match r {
+                    Ok(conn) if self.want && (outgoing == self.cfg.dials()) => {
+                        self.backoff = BACKOFF_MIN;
+                        *lock(&self.last_error) = None;
+                        self.link_up(conn);
+                        None
+                    }
+                    Ok(_) => Some(self.backoff),
+                    Err(reason) => {
+                        self.failed(&reason);
+                        Some(self.next_backoff())
+                    }
+                }
+            }
+            Note::Ended(gen, reason) => {
+                if self.current.as_ref().is_some_and(|(g, _)| *g == gen) {
+                    self.close_current();
+                    warn!(resource = %self.cfg.resource, %reason, "peer link lost");
+                    let _ = self.driver.send(Input::LinkDown { gen, reason });
+                }
+                Some(BACKOFF_MIN)
+            }
+        }
+    }
+
+    fn next_backoff(&mut self) -> Duration {
+        let d = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.cfg.connect_int.max(BACKOFF_MIN));
+        d
+    }
+
+    fn failed(&mut self, reason: &str) {
+        // Refused connections are the normal state while the peer is down:
+        // not worth a status line; handshake failures are.
+        if reason.contains("connecting to") {
+            tracing::debug!(resource = %self.cfg.resource, %reason, "peer not reachable");
+            return;
+        }
+        warn!(resource = %self.cfg.resource, %reason, "peer connection refused");
+        *lock(&self.last_error) = Some(reason.to_string());
+    }
+
+    fn close_current(&mut self) {
+        if let Some((_, tasks)) = self.current.take() {
+            for t in tasks {
+                t.abort();
+            }
+        }
+    }
+
+    fn link_up(&mut self, conn: Conn) {
+        if let Some((old, _)) = &self.current {
+            let old = *old;
+            self.close_current();
+            let _ = self.driver.send(Input::LinkDown {
+                gen: old,
+                reason: "replaced by a new connection from the peer".into(),
+            });
+        }
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        info!(resource = %self.cfg.resource, peer = %conn.addr, "peer link up (authenticated)");
+        let writer = tokio::spawn(write_loop(
+            self.cfg.clone(),
+            gen,
+            conn.write,
+            rx,
+            self.notes_tx.clone(),
+        ));
+        let reader = tokio::spawn(read_loop(
+            self.cfg.clone(),
+            gen,
+            conn.read,
+            conn.decoder,
+            self.driver.clone(),
+            self.notes_tx.clone(),
+        ));
+        self.current = Some((gen, vec![writer.abort_handle(), reader.abort_handle()]));
+        let _ = self.driver.send(Input::LinkUp { gen, tx });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn outgoing(cfg: &LinkConfig) -> Result<Conn, String> {
+    let connect = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(cfg.peer)).await;
+    let stream = match connect {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connecting to {}: {e}", cfg.peer)),
+        Err(_) => return Err(format!("connecting to {}: timed out", cfg.peer)),
+    };
+    if !cfg.dials() {
+        // A knock: the lower node dials back.
+        return Err(format!("connecting to {}: knocked", cfg.peer));
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(cfg, stream, cfg.peer)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("handshake with {} timed out", cfg.peer)),
+    }
+}
+
+fn challenge() -> Bytes {
+    let mut c = vec![0u8; 32];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut c[..]);
+    Bytes::from(c)
+}
+
+/// Runs the peer-proto handshake; on failure tells the peer why.
+async fn handshake(cfg: &LinkConfig, stream: TcpStream, addr: SocketAddr) -> Result<Conn, String> {
+    let _ = stream.set_nodelay(true);
+    let (mut read, mut write) = stream.into_split();
+    let mut hs = Handshake::new(HandshakeConfig {
+        local_name: cfg.local_name.clone(),
+        peer_name: cfg.peer_name.clone(),
+        secret: cfg.secret.clone(),
+        alg: cfg.alg,
+        features: 0,
+        challenge: challenge(),
+    })
+    .map_err(|e| e.to_string())?;
+    send_all(&mut write, &hs.start())
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut decoder = Decoder::new();
+    loop {
+        let msg = match decoder.next_message() {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                let buf = decoder.buffer_mut();
+                buf.reserve(4096);
+                match read.read_buf(buf).await {
+                    Ok(0) => {
+                        return Err(format!(
+                            "{addr}: the peer closed the connection during the handshake"
+                        ))
+                    }
+                    Ok(_) => continue,
+                    Err(e) => return Err(format!("{addr}: {e}")),
+                }
+            }
+            Err(e) => return Err(refuse(&mut write, addr, e.to_string()).await),
+        };
+        if let Message::Disconnect { reason } = &msg {
+            return Err(format!("{addr}: the peer refused the connection: {reason}"));
+        }
+        match hs.on_message(msg) {
+            Ok(step) => {
+                send_all(&mut write, &step.send)
+                    .await
+                    .map_err(|e| format!("{addr}: {e}"))?;
+                if step.done.is_some() {
+                    return Ok(Conn {
+                        read,
+                        write,
+                        decoder,
+                        addr,
+                    });
+                }
+            }
+            Err(e) => return Err(refuse(&mut write, addr, e.to_string()).await),
+        }
+    }
+}
+
+async fn refuse(write: &mut OwnedWriteHalf, addr: SocketAddr, reason: String) -> String {
+    let _ = send_all(
+        write,
+        &[Message::Disconnect {
+            reason: reason.clone(),
+        }],
+    )
+    .await;
+    format!("{addr}: {reason}")
+}
+
+async fn send_all(write: &mut OwnedWriteHalf, msgs: &[Message]) -> std::io::Result<()> {
+    for m in msgs {
+        let frame = m
+            .encode()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        write.write_all(&frame.header).await?;
+        write.write_all(&frame.payload).await?;
+    }
+    write.flush().await
+}
+
+async fn write_loop(
+    cfg: LinkConfig,
+    gen: u64,
+    write: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    notes: mpsc::UnboundedSender<Note>,
+) {
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write);
+    let mut ping_seq = 0u64;
+    let mut ping = tokio::time::interval(cfg.ping_int);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = loop {
+        let msg = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break "the driver closed the link".to_string(),
+            },
+            _ = ping.tick() => {
+                ping_seq += 1;
+                Message::Ping { seq: ping_seq }
+            }
+        };
+        let r = tokio::time::timeout(cfg.timeout, write_batch(&mut w, msg, &mut rx)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break format!("sending to the peer: {e}"),
+            Err(_) => {
+                break format!(
+                    "the peer stopped reading: a send did not complete within timeout ({} ms)",
+                    cfg.timeout.as_millis()
+                )
+            }
+        }
+    };
+    let _ = notes.send(Note::Ended(gen, reason));
+}
+
+/// Writes `first` and whatever else is queued, then flushes.
+async fn write_batch(
+    w: &mut BufWriter<OwnedWriteHalf>,
+    first: Message,
+    rx: &mut mpsc::UnboundedReceiver<Message>,
+) -> std::io::Result<()> {
+    let mut next = Some(first);
+    while let Some(m) = next {
+        let frame = m
+            .encode()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        w.write_all(&frame.header).await?;
+        w.write_all(&frame.payload).await?;
+        next = rx.try_recv().ok();
+    }
+    w.flush().await
+}
+
+async fn read_loop(
+    cfg: LinkConfig,
+    gen: u64,
+    mut read: OwnedReadHalf,
+    mut decoder: Decoder,
+    driver: mpsc::UnboundedSender<Input>,
+    notes: mpsc::UnboundedSender<Note>,
+) {
+    let deadline = cfg.rx_deadline();
+    let reason = loop {
+        match decoder.next_message() {
+            Ok(Some(Message::PingAck { .. })) => continue,
+            Ok(Some(msg)) => {
+                if let Message::Disconnect { reason } = &msg {
+                    break format!("the peer closed the link: {reason}");
+                }
+                if driver.send(Input::Peer { gen, msg }).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(resource = %cfg.resource, error = %e, "garbage from the peer: dropping the connection");
+                break format!("protocol error from the peer: {e}");
+            }
+        }
+        let buf: &mut BytesMut = decoder.buffer_mut();
+        buf.reserve(READ_CHUNK_BYTES);
+        match tokio::time::timeout(deadline, read.read_buf(buf)).await {
+            Ok(Ok(0)) => break "the peer closed the connection".to_string(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break format!("receiving from the peer: {e}"),
+            Err(_) => {
+                break format!(
+                    "the peer did not answer for {} ms (ping-int + timeout): declared dead",
+                    deadline.as_millis()
+                )
+            }
+        }
+    };
+    let _ = notes.send(Note::Ended(gen, reason));
+}

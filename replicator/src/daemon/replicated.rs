@@ -1,0 +1,581 @@
+//! One resource that is up on this node, driven by the replication core:
+//! its disk and metadata, the driver task ([`super::driver`]), the peer
+//! link ([`super::link`]) and the NBD listeners. Control commands become
+//! core admin commands; the Primary's NBD volume ([`ReplicatedVolume`])
+//! submits writes and flushes to the core, which completes them when both
+//! disks have them (protocol C), and reads the local disk directly.
+//!
+//! Invariants:
+//! - the export serves a volume only after the core reported the promotion
+//!   done (the Primary flag and generation UUID are durable first);
+//! - demotion closes the gate before counting clients, so a client opening
+//!   the export meanwhile is either counted or refused;
+//! - at detach the driver has finished everything in flight before the
+//!   disk is flushed and the metadata written clean.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use hadisk_config::drbd::MetaDisk;
+use hadisk_core::{AdminOp, Attached, CoreError, Status};
+use hadisk_metadata::Metadata;
+use hadisk_nbd_server::{IoMode, LocalVolume, Server, Volume, VolumeError, VolumeFuture};
+use hadisk_peer_proto::{HmacAlg, Role};
+use hadisk_storage::{BlockDevice, FileDevice};
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use super::driver::{self, Input, Io, MetaStore};
+use super::export::ExportGate;
+use super::link::{self, LastError, LinkConfig};
+use super::resource::DiskLock;
+use super::state;
+use super::usable::UsableArea;
+use crate::status::{PeerStatus, ResourceStatus, ResyncStatus};
+
+/// Largest zeroing request turned into a replicated write of zeros (the
+/// NBD server's request cap is the same order).
+const MAX_ZERO_WRITE_BYTES: u32 = 32 * 1024 * 1024;
+
+/// A resource that is up on this node.
+#[derive(Debug)]
+pub struct Resource {
+    name: String,
+    node: String,
+    peer: String,
+    usable_bytes: u64,
+    inputs: mpsc::UnboundedSender<Input>,
+    driver_task: Option<tokio::task::JoinHandle<()>>,
+    volume: Arc<ReplicatedVolume>,
+    io: Io,
+    gate: Arc<ExportGate>,
+    server: Server,
+    socket: PathBuf,
+    tcp: Option<SocketAddr>,
+    crashed_primary: bool,
+    link_error: LastError,
+    wfc: (u32, u32),
+    _disk_lock: DiskLock,
+}
+
+struct Opened {
+    disk_lock: DiskLock,
+    disk_path: PathBuf,
+    disk: Arc<dyn BlockDevice>,
+    md: Metadata,
+    link: LinkConfig,
+    al_extents: u32,
+    nbd_listen: Option<SocketAddr>,
+    wfc: (u32, u32),
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("internal: a blocking task failed: {e}"))?
+}
+
+fn core_err(name: &str, e: CoreError) -> anyhow::Error {
+    anyhow!("{name}: {e}")
+}
+
+impl Resource {
+    /// `hadisk up RES`: attach the disk, start the core, listen on NBD and
+    /// the peer address, and start connecting (DRBD's `up`).
+    pub async fn up(
+        name: &str,
+        config: &Path,
+        node: &str,
+        run_dir: &Path,
+        io_mode: IoMode,
+    ) -> anyhow::Result<Resource> {
+        let (n, c, me) = (name.to_owned(), config.to_path_buf(), node.to_owned());
+        let mut opened = blocking(move || open(&n, &c, &me)).await?;
+        let usable_bytes = opened.md.layout().usable_size_bytes;
+        let label = format!(
+            "{} ({} bytes)",
+            opened.disk_path.display(),
+            opened.disk.size_bytes()
+        );
+        let (attached, crashed_primary, md) = {
+            let mut md = opened.md;
+            blocking(move || {
+                let attach = state::attach(md.superblock().flags);
+                md.update(|sb| sb.flags = attach.flags)
+                    .context("recording the attach in the metadata")?;
+                let attached = Attached {
+                    superblock: driver::superblock_state(md.superblock()),
+                    bitmap: md.load_bitmap()?,
+                    al_slots: md.al_slots().to_vec(),
+                };
+                Ok((attached, attach.state.crashed_primary, md))
+            })
+            .await
+            .with_context(|| format!("{name}: attaching {label}"))?
+        };
+        let mut cfg = hadisk_core::Config::new(
+            usable_bytes,
+            opened.link.local_name > opened.link.peer_name,
+            rand::random(),
+        );
+        cfg.al_extents = opened.al_extents;
+        let image = attached.bitmap.clone();
+        let (core, initial) =
+            hadisk_core::Resource::new(cfg, attached).map_err(|e| core_err(name, e))?;
+        let area: Arc<dyn BlockDevice> = Arc::new(
+            UsableArea::new(opened.disk.clone(), usable_bytes)
+                .with_context(|| format!("{name}: the usable size does not fit the disk"))?,
+        );
+        let io = Io {
+            disk: area.clone(),
+            meta: Arc::new(Mutex::new(MetaStore { md, image })),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link_error: LastError = Arc::new(Mutex::new(None));
+        let link_cmds = link::start(opened.link.clone(), tx.clone(), link_error.clone()).await?;
+        let driver_task = driver::spawn(
+            name.to_owned(),
+            core,
+            initial,
+            io.clone(),
+            (tx.clone(), rx),
+            link_cmds,
+        );
+        let volume = Arc::new(ReplicatedVolume::new(
+            area,
+            usable_bytes,
+            io_mode,
+            tx.clone(),
+        )?);
+        let gate = Arc::new(ExportGate::refusing(
+            name,
+            node,
+            state::secondary_refusal(name, node),
+        ));
+        let server = Server::new(gate.clone());
+        let socket = run_dir.join(format!("{name}.nbd"));
+        server
+            .listen_unix(&socket)
+            .map_err(|e| anyhow!("{name}: {e}"))?;
+        let tcp = match opened.nbd_listen.take() {
+            Some(addr) => match server.listen_tcp(addr).await {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    server.shutdown().await;
+                    bail!("{name}: {e} (nbd-listen in {})", config.display());
+                }
+            },
+            None => None,
+        };
+        let r = Resource {
+            name: name.to_owned(),
+            node: node.to_owned(),
+            peer: opened.link.peer_name.clone(),
+            usable_bytes,
+            inputs: tx,
+            driver_task: Some(driver_task),
+            volume,
+            io,
+            gate,
+            server,
+            socket,
+            tcp,
+            crashed_primary,
+            link_error,
+            wfc: opened.wfc,
+            _disk_lock: opened.disk_lock,
+        };
+        r.admin(AdminOp::Connect {
+            discard_my_data: false,
+        })
+        .await?;
+        info!(resource = %name, socket = %r.socket.display(), peer = %opened.link.peer, "resource up, connecting to the peer");
+        Ok(r)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `up --wait`: DRBD's init script waits `wfc-timeout` seconds for the
+    /// peer (`degr-wfc-timeout` when this node was degraded, i.e. knew its
+    /// peer outdated); 0 waits forever.
+    pub fn wait_timeout(&self) -> Option<Duration> {
+        let degraded = driver::lock(&self.io.meta)
+            .md
+            .superblock()
+            .flags
+            .contains(hadisk_metadata::Flags::PEER_OUTDATED);
+        let s = if degraded { self.wfc.1 } else { self.wfc.0 };
+        (s > 0).then(|| Duration::from_secs(u64::from(s)))
+    }
+
+    /// The answer to `up`.
+    pub fn up_message(&self) -> String {
+        let mut msg = format!(
+            "{}: up as Secondary, connecting to {}",
+            self.name, self.peer
+        );
+        if self.crashed_primary {
+            msg.push_str(
+                "; this node crashed while Primary (found primary without clean-shutdown): \
+                 its activity-log extents will be resynced with the peer",
+            );
+        }
+        msg
+    }
+
+    async fn admin(&self, op: AdminOp) -> anyhow::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inputs
+            .send(Input::Admin { op, reply })
+            .map_err(|_| anyhow!("{}: the resource's driver has stopped", self.name))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(core_err(&self.name, e)),
+            Err(_) => bail!("{}: the resource's driver has stopped", self.name),
+        }
+    }
+
+    pub async fn core_status(&self) -> Option<Status> {
+        let (reply, rx) = oneshot::channel();
+        self.inputs.send(Input::Status { reply }).ok()?;
+        rx.await.ok()
+    }
+
+    /// `primary [--force]`.
+    pub async fn promote(&mut self, force: bool) -> anyhow::Result<String> {
+        let st = self.core_status().await;
+        let forced_while_connected = force
+            && st.as_ref().is_some_and(|s| {
+                s.connection == hadisk_core::Connection::Connected
+                    && s.disk != hadisk_peer_proto::DiskState::UpToDate
+                    && s.peer_role != Role::Primary
+            });
+        if forced_while_connected {
+            // DRBD's first `primary --force` on a connected new pair: this
+            // node's data becomes the good copy and the peer gets a full
+            // sync. The core starts a new generation only while
+            // disconnected, so: disconnect, promote, reconnect; the
+            // handshake then finds the peer "just created" (or behind)
+            // and makes it SyncTarget of a full sync.
+            info!(resource = %self.name, "primary --force while connected: reconnecting as the sync source");
+            self.admin(AdminOp::Disconnect).await?;
+            let promoted = self.admin(AdminOp::Promote { force }).await;
+            self.admin(AdminOp::Connect {
+                discard_my_data: false,
+            })
+            .await?;
+            promoted?;
+        } else {
+            self.admin(AdminOp::Promote { force }).await?;
+        }
+        self.gate.serve(self.volume.clone());
+        Ok(format!(
+            "{}: Primary, disk UpToDate; export {} is served",
+            self.name,
+            self.socket.display()
+        ))
+    }
+
+    /// `secondary`: refused while NBD clients are connected.
+    pub async fn demote(&mut self) -> anyhow::Result<String> {
+        let role = self.core_status().await.map(|s| s.role);
+        if role != Some(Role::Primary) {
+            return Ok(format!("{}: already Secondary", self.name));
+        }
+        let served = self
+            .gate
+            .refuse(state::secondary_refusal(&self.name, &self.node));
+        let clients = self.clients();
+        let refused = if clients > 0 {
+            let st = state::ResourceState {
+                role: state::Role::Primary,
+                disk: state::DiskState::UpToDate,
+                connection: state::Connection::StandAlone,
+                crashed_primary: false,
+            };
+            state::demote(&self.name, &st, clients)
+                .err()
+                .map(|m| anyhow!(m))
+        } else {
+            self.admin(AdminOp::Demote).await.err()
+        };
+        if let Some(e) = refused {
+            if let Some(v) = served {
+                self.gate.serve(v);
+            }
+            return Err(e);
+        }
+        Ok(format!(
+            "{}: Secondary; the export refuses clients",
+            self.name
+        ))
+    }
+
+    /// `connect` / `disconnect`.
+    pub async fn connect(&mut self, discard_my_data: bool) -> anyhow::Result<String> {
+        self.admin(AdminOp::Connect { discard_my_data }).await?;
+        Ok(format!("{}: connecting to {}", self.name, self.peer))
+    }
+
+    pub async fn disconnect(&mut self) -> anyhow::Result<String> {
+        self.admin(AdminOp::Disconnect).await?;
+        Ok(format!("{}: disconnected (StandAlone)", self.name))
+    }
+
+    /// `down`: demote (refused while clients are connected), then detach.
+    pub async fn down(&mut self) -> anyhow::Result<()> {
+        self.demote().await?;
+        self.detach("resource is going down").await
+    }
+
+    /// SIGTERM: stop accepting, finish in-flight requests, detach cleanly.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        self.detach("the hadisk daemon is shutting down").await
+    }
+
+    async fn detach(&mut self, why: &str) -> anyhow::Result<()> {
+        self.gate.refuse(format!(
+            "resource {} on node {}: {why}",
+            self.name, self.node
+        ));
+        self.server.shutdown().await;
+        let (reply, rx) = oneshot::channel();
+        if self.inputs.send(Input::Stop { reply }).is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(t) = self.driver_task.take() {
+            let _ = t.await;
+        }
+        let io = self.io.clone();
+        blocking(move || {
+            io.disk.sync_data().context("flushing the disk")?;
+            let mut m = driver::lock(&io.meta);
+            let flags = state::detach_flags(m.md.superblock().flags);
+            m.md.update(|sb| sb.flags = flags)
+                .context("writing the metadata clean")?;
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("{}: detaching", self.name))?;
+        info!(resource = %self.name, "disk detached, metadata clean");
+        Ok(())
+    }
+
+    fn clients(&self) -> usize {
+        self.server.client_count(&self.name) + self.server.client_count("")
+    }
+
+    /// The `status` view (DESIGN.md §1.3).
+    pub async fn status(&self) -> ResourceStatus {
+        let st = self.core_status().await;
+        let link_error = driver::lock(&self.link_error).clone();
+        let (role, disk, peer) = match st {
+            Some(s) => (
+                s.role.to_string(),
+                s.disk.to_string(),
+                PeerStatus {
+                    name: self.peer.clone(),
+                    connection: s.connection.to_string(),
+                    role: s.peer_role.to_string(),
+                    disk: s.peer_disk.map_or("DUnknown".into(), |d| d.to_string()),
+                    replication: s.replication.to_string(),
+                    out_of_sync_bytes: s.out_of_sync_bytes,
+                    resync: s.resync.map(|r| ResyncStatus {
+                        done_percent: r.done_percent,
+                        speed_bytes_per_s: r.speed_bytes_per_s,
+                        eta_s: r.eta_s.unwrap_or(0),
+                        remaining_bytes: r.total_bytes.saturating_sub(r.done_bytes),
+                        total_bytes: r.total_bytes,
+                    }),
+                    last_error: s.last_error.or(link_error),
+                },
+            ),
+            None => (
+                "Secondary".into(),
+                "Diskless".into(),
+                PeerStatus {
+                    name: self.peer.clone(),
+                    connection: "StandAlone".into(),
+                    role: "Unknown".into(),
+                    disk: "DUnknown".into(),
+                    replication: "Off".into(),
+                    out_of_sync_bytes: 0,
+                    resync: None,
+                    last_error: link_error,
+                },
+            ),
+        };
+        ResourceStatus {
+            name: self.name.clone(),
+            node: self.node.clone(),
+            role,
+            disk,
+            size_bytes: self.usable_bytes,
+            nbd_clients: self.clients(),
+            nbd_socket: Some(self.socket.display().to_string()),
+            nbd_tcp: self.tcp.map(|a| a.to_string()),
+            crashed_primary: self.crashed_primary,
+            peer,
+        }
+    }
+}
+
+/// Reads the configuration and opens this node's disk and metadata.
+fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
+    let cfg = hadisk_config::load(config)?;
+    let res = cfg.resource(name)?;
+    let host = res.this_host(node)?;
+    if !matches!(host.meta_disk, MetaDisk::Internal) {
+        bail!(
+            "{name}: {}:{}: only `meta-disk internal;` is supported (on {})",
+            res.file.display(),
+            host.line,
+            host.name
+        );
+    }
+    let peer = res.peer_host(node)?;
+    let alg = match &res.net.cram_hmac_alg {
+        Some(a) => HmacAlg::from_cram_name(a).map_err(|e| anyhow!("{name}: {e}"))?,
+        None => HmacAlg::Sha256,
+    };
+    let link = LinkConfig {
+        resource: name.to_owned(),
+        local_name: host.name.clone(),
+        peer_name: peer.name.clone(),
+        listen: host.address,
+        peer: peer.address,
+        secret: res
+            .net
+            .shared_secret
+            .as_ref()
+            .map(|s| s.as_bytes().to_vec()),
+        alg,
+        timeout: Duration::from_millis(res.net.timeout_ms.max(100)),
+        ping_int: Duration::from_millis(res.net.ping_int_ms.max(100)),
+        ping_timeout: Duration::from_millis(res.net.ping_timeout_ms.max(100)),
+        connect_int: Duration::from_millis(res.net.connect_int_ms.max(100)),
+    };
+    let disk_lock = DiskLock::take(name, &host.disk)?;
+    let device = FileDevice::open(&host.disk, false).map_err(|e| anyhow!("{name}: {e}"))?;
+    let disk: Arc<dyn BlockDevice> = Arc::new(device);
+    let md = Metadata::open(disk.clone())
+        .map_err(|e| anyhow!("{name}: metadata on {}: {e}", host.disk.display()))?;
+    Ok(Opened {
+        disk_lock,
+        disk_path: host.disk.clone(),
+        disk,
+        md,
+        link,
+        al_extents: res.disk.al_extents,
+        nbd_listen: host.nbd_listen,
+        wfc: (res.startup.wfc_timeout_s, res.startup.degr_wfc_timeout_s),
+    })
+}
+
+/// The Primary's data path: writes and flushes go through the core
+/// (protocol C), reads straight to the local disk.
+pub struct ReplicatedVolume {
+    local: LocalVolume<UsableArea>,
+    size_bytes: u64,
+    inputs: mpsc::UnboundedSender<Input>,
+}
+
+impl std::fmt::Debug for ReplicatedVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedVolume")
+            .field("size_bytes", &self.size_bytes)
+            .finish()
+    }
+}
+
+impl ReplicatedVolume {
+    fn new(
+        area: Arc<dyn BlockDevice>,
+        size_bytes: u64,
+        mode: IoMode,
+        inputs: mpsc::UnboundedSender<Input>,
+    ) -> anyhow::Result<ReplicatedVolume> {
+        let reader = UsableArea::new(area, size_bytes)?;
+        let local = LocalVolume::new(Arc::new(reader), size_bytes, false, mode)
+            .map_err(|e| anyhow!("preparing the export: {e}"))?;
+        Ok(ReplicatedVolume {
+            local,
+            size_bytes,
+            inputs,
+        })
+    }
+
+    fn submit(&self, make: impl FnOnce(driver::Reply) -> Input) -> VolumeFuture<()> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.inputs.send(make(reply)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(VolumeError::ShuttingDown);
+            }
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(VolumeError::Io {
+                    source: std::io::Error::other(e.to_string()),
+                }),
+                Err(_) => Err(VolumeError::ShuttingDown),
+            }
+        })
+    }
+}
+
+impl Volume for ReplicatedVolume {
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+    fn can_multi_conn(&self) -> bool {
+        // Every flush goes through the one core, which flushes both disks.
+        true
+    }
+    fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes> {
+        self.local.read(offset_bytes, length_bytes)
+    }
+    fn write(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
+        self.submit(|reply| Input::Write {
+            offset_bytes,
+            data,
+            fua,
+            reply,
+        })
+    }
+    fn flush(&self) -> VolumeFuture<()> {
+        self.submit(|reply| Input::Flush { reply })
+    }
+    fn trim(&self, _offset_bytes: u64, _length_bytes: u32, fua: bool) -> VolumeFuture<()> {
+        // A trim leaves the contents unspecified: doing nothing keeps both
+        // disks identical (a local-only discard would make them differ).
+        if fua {
+            self.flush()
+        } else {
+            Box::pin(async { Ok(()) })
+        }
+    }
+    fn write_zeroes(
+        &self,
+        offset_bytes: u64,
+        length_bytes: u32,
+        _no_hole: bool,
+        fua: bool,
+    ) -> VolumeFuture<()> {
+        if length_bytes > MAX_ZERO_WRITE_BYTES {
+            return Box::pin(async { Err(VolumeError::Unsupported) });
+        }
+        let data = Bytes::from(vec![0u8; length_bytes as usize]);
+        self.write(offset_bytes, data, fua)
+    }
+}
