@@ -103,17 +103,30 @@ fn commands_not_built_yet_refuse_with_a_reason() {
     node.setup(RES, 64 * MIB, "");
     let _d = node.daemon();
     node.ok(&["up", RES]);
-    for cmd in ["connect", "disconnect", "invalidate", "verify"] {
+    // connect/disconnect manage the peer link (tests/repl_*.rs).
+    assert_eq!(
+        node.ok(&["disconnect", RES]),
+        "data: disconnected (StandAlone)\n"
+    );
+    assert_eq!(
+        node.resource_status(RES)["peer"]["connection"],
+        "StandAlone"
+    );
+    assert_eq!(
+        node.ok(&["connect", RES]),
+        "data: connecting to peer-of-alpha\n"
+    );
+    assert_eq!(
+        node.resource_status(RES)["peer"]["connection"],
+        "Connecting"
+    );
+    for cmd in ["invalidate", "verify"] {
         assert_eq!(
             node.fails(&[cmd, RES]),
             "hadisk: data: this command needs the peer link, which this build of hadisk does not have yet\n",
             "{cmd}"
         );
     }
-    assert_eq!(
-        node.fails(&["demo"]),
-        "hadisk: `hadisk demo` is not in this build of hadisk yet (it needs the peer link); nothing was started\n"
-    );
 }
 
 #[test]
@@ -230,10 +243,11 @@ fn a_standalone_primary_records_what_the_peer_missed_before_writing() {
         "data: up as Secondary, disk UpToDate\n"
     );
     node.ok(&["primary", RES]);
-    assert_eq!(node.md_uuids(&disk).bitmap, 0x1234_5678_9abc_def0);
+    // The low bit of a generation UUID is DRBD's "Primary" flag.
+    assert_eq!(node.md_uuids(&disk).bitmap & !1, 0x1234_5678_9abc_def0);
     assert_eq!(node.resource_status(RES)["peer"]["out_of_sync_bytes"], 0);
     // Extent 0, extent 2, extents 4 and 5 (a write across their border),
-    // and extent 7 by a zeroing: 5 extents of 4 MiB.
+    // and extent 7 by a zeroing: 5 activity-log extents of 4 MiB.
     sh(
         "qemu-io",
         &[
@@ -252,53 +266,35 @@ fn a_standalone_primary_records_what_the_peer_missed_before_writing() {
             "write -z 28M 4k",
         ],
     );
+    // The bitmap marks exactly the 4 KiB blocks written: 4k + 64k + the
+    // two blocks the 1k write straddles + 4k + 4k.
     assert_eq!(
         node.resource_status(RES)["peer"]["out_of_sync_bytes"],
-        20 * MIB
+        84 * 1024
     );
-    // Durable before the writes were acknowledged: kill -9 keeps them.
+    // The activity log was durable before the writes were acknowledged:
+    // after kill -9 the restarted node is a crashed Primary whose active
+    // extents (exactly the 5 written) are all out of sync.
     d.crash();
-    let dev = hadisk_storage::FileDevice::open(&disk, true).unwrap();
-    let md = hadisk_metadata::Metadata::open(std::sync::Arc::new(dev)).unwrap();
-    let bitmap = md.load_bitmap().unwrap();
-    assert_eq!(bitmap.dirty_bytes(), 20 * MIB);
-    for (extent, dirty) in [
-        (0, true),
-        (1, false),
-        (2, true),
-        (3, false),
-        (4, true),
-        (5, true),
-        (6, false),
-        (7, true),
-    ] {
-        let blocks = extent * 1024..(extent + 1) * 1024;
-        let want = if dirty { 1024 } else { 0 };
-        assert_eq!(
-            bitmap.count_blocks(blocks).unwrap(),
-            want,
-            "extent {extent}"
-        );
-    }
-    // The next run starts from them.
     let _d = node.daemon();
     node.ok(&["up", RES]);
-    assert_eq!(
-        node.resource_status(RES)["peer"]["out_of_sync_bytes"],
-        20 * MIB
-    );
+    let st = node.resource_status(RES);
+    assert_eq!(st["crashed_primary"], true);
+    assert_eq!(st["peer"]["out_of_sync_bytes"], 20 * MIB);
 }
 
 #[test]
-fn a_peer_that_never_had_the_data_is_marked_out_of_sync_entirely_at_promotion() {
+fn a_peer_that_never_had_the_data_gets_a_full_sync_by_the_uuids_not_the_bitmap() {
+    // The bitmap generation stays "just created": the peer's first sync is
+    // a full one by the UUID rules (just-created-peer), so the promotion
+    // marks nothing (tests/repl_pair.rs shows the sync).
     let node = Node::new("alpha");
     let disk = node.setup(RES, 64 * MIB, "");
     let _d = node.daemon();
     node.make_primary(RES);
-    let size = node.resource_status(RES)["size_bytes"].as_u64().unwrap();
-    assert_eq!(node.resource_status(RES)["peer"]["out_of_sync_bytes"], size);
+    assert_eq!(node.resource_status(RES)["peer"]["out_of_sync_bytes"], 0);
     assert_eq!(
-        node.md_uuids(&disk).bitmap,
+        node.md_uuids(&disk).bitmap & !1,
         hadisk_metadata::UUID_JUST_CREATED
     );
 }
@@ -325,7 +321,8 @@ fn promotion_rules_status_and_generation_uuids() {
     assert_eq!(st["size_bytes"], usable);
     assert_eq!(st["nbd_clients"], 0);
     assert_eq!(st["peer"]["name"], "peer-of-alpha");
-    assert_eq!(st["peer"]["connection"], "StandAlone");
+    // `up` connects (DRBD 9 shows Connecting while the peer is away).
+    assert_eq!(st["peer"]["connection"], "Connecting");
     assert_eq!(st["peer"]["role"], "Unknown");
     assert_eq!(st["peer"]["disk"], "DUnknown");
     assert_eq!(st["peer"]["replication"], "Off");
@@ -338,9 +335,8 @@ fn promotion_rules_status_and_generation_uuids() {
 
     assert_eq!(
         node.fails(&["primary", RES]),
-        "hadisk: data: refusing to become Primary: the local disk is Inconsistent and no peer is \
-         connected to say which copy is good; if this node's data is the copy to keep, run \
-         `hadisk primary --force data`\n"
+        "hadisk: data: the local disk is Inconsistent, not UpToDate: refusing to promote (use \
+         primary --force only if this node's data is the good copy)\n"
     );
     let before = node.md_uuids(&disk);
     assert_eq!(before.current, hadisk_metadata::UUID_JUST_CREATED);
@@ -349,7 +345,8 @@ fn promotion_rules_status_and_generation_uuids() {
     assert_ne!(after.current, before.current);
     assert!(after.current > hadisk_metadata::UUID_JUST_CREATED);
     assert_eq!(
-        after.bitmap, before.current,
+        after.bitmap & !1,
+        before.current,
         "the old generation moves into bitmap"
     );
     let flags = node.md_flags(&disk);
@@ -368,23 +365,26 @@ fn promotion_rules_status_and_generation_uuids() {
     );
     assert_eq!(
         node.ok(&["status", RES]),
-        "data role:Primary\n  disk:UpToDate\n  peer-of-alpha connection:StandAlone\n\n"
+        "data role:Primary\n  disk:UpToDate\n  peer-of-alpha connection:Connecting\n\n"
     );
     assert_eq!(
         node.ok(&["overview"]),
-        "  0:data/0  StandAlone Primary/Unknown UpToDate/DUnknown\n"
+        "  0:data/0  Connecting Primary/Unknown UpToDate/Outdated\n"
     );
     assert_eq!(node.ok(&["primary", RES]), "data: already Primary\n");
 
     node.ok(&["secondary", RES]);
     assert!(!node.md_flags(&disk).contains(&"primary"));
     // An UpToDate disk with no peer may be promoted without --force (as
-    // after the Primary crashed), and that starts another generation.
+    // after the Primary crashed); no new generation while a bitmap
+    // generation is set (DRBD's condition: the bitmap already tracks
+    // everything since the peer was lost).
     node.ok(&["primary", RES]);
     let third = node.md_uuids(&disk);
-    assert_ne!(third.current, after.current);
+    assert_eq!(third.current, after.current);
     assert_eq!(
-        third.bitmap, before.current,
+        third.bitmap & !1,
+        before.current,
         "bitmap keeps the oldest generation the peer may hold"
     );
 
@@ -401,7 +401,7 @@ fn promotion_rules_status_and_generation_uuids() {
     let log = d.log_text();
     for line in [
         "disk attached resource=data from=Diskless to=Inconsistent",
-        "disk state resource=data from=Inconsistent to=UpToDate forced=true",
+        "disk resource=data from=Inconsistent to=UpToDate",
         "role resource=data from=Secondary to=Primary",
         "role resource=data from=Primary to=Secondary",
         "disk detached, metadata clean resource=data from=UpToDate to=Diskless",

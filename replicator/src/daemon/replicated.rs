@@ -31,7 +31,7 @@ use tracing::info;
 
 use super::driver::{self, Input, Io, MetaStore};
 use super::export::ExportGate;
-use super::link::{self, LastError, LinkConfig};
+use super::link::{self, LastError, LinkCmd, LinkConfig};
 use super::resource::DiskLock;
 use super::state;
 use super::usable::UsableArea;
@@ -40,6 +40,8 @@ use crate::status::{PeerStatus, ResourceStatus, ResyncStatus};
 /// Largest zeroing request turned into a replicated write of zeros (the
 /// NBD server's request cap is the same order).
 const MAX_ZERO_WRITE_BYTES: u32 = 32 * 1024 * 1024;
+/// The unit the core replicates.
+const SECTOR_BYTES: u64 = hadisk_peer_proto::frame::SECTOR_BYTES;
 
 /// A resource that is up on this node.
 #[derive(Debug)]
@@ -57,6 +59,8 @@ pub struct Resource {
     socket: PathBuf,
     tcp: Option<SocketAddr>,
     crashed_primary: bool,
+    /// The disk state the superblock gave at attach (for `up`'s answer).
+    attach_disk: state::DiskState,
     link_error: LastError,
     wfc: (u32, u32),
     _disk_lock: DiskLock,
@@ -98,26 +102,35 @@ impl Resource {
         let (n, c, me) = (name.to_owned(), config.to_path_buf(), node.to_owned());
         let mut opened = blocking(move || open(&n, &c, &me)).await?;
         let usable_bytes = opened.md.layout().usable_size_bytes;
-        let label = format!(
-            "{} ({} bytes)",
-            opened.disk_path.display(),
-            opened.disk.size_bytes()
-        );
-        let (attached, crashed_primary, md) = {
-            let mut md = opened.md;
-            blocking(move || {
-                let attach = state::attach(md.superblock().flags);
-                md.update(|sb| sb.flags = attach.flags)
-                    .context("recording the attach in the metadata")?;
-                let attached = Attached {
-                    superblock: driver::superblock_state(md.superblock()),
-                    bitmap: md.load_bitmap()?,
-                    al_slots: md.al_slots().to_vec(),
-                };
-                Ok((attached, attach.state.crashed_primary, md))
-            })
-            .await
-            .with_context(|| format!("{name}: attaching {label}"))?
+        // Every address is bound before the metadata is touched: a busy
+        // port fails `up` with the disk as it was.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link_error: LastError = Arc::new(Mutex::new(None));
+        let link_cmds = link::start(opened.link.clone(), tx.clone(), link_error.clone()).await?;
+        let gate = Arc::new(ExportGate::refusing(
+            name,
+            node,
+            state::secondary_refusal(name, node),
+        ));
+        let server = Server::new(gate.clone());
+        let socket = run_dir.join(format!("{name}.nbd"));
+        let listened = listen(&server, &socket, opened.nbd_listen.take()).await;
+        let tcp = match listened {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                server.shutdown().await;
+                let _ = link_cmds.send(LinkCmd::Stop);
+                bail!("{name}: {e} (nbd-listen in {})", config.display());
+            }
+        };
+        let attached = attach(name, opened.md, &opened.disk_path, opened.disk.size_bytes()).await;
+        let (attached, attach_state, md) = match attached {
+            Ok(a) => a,
+            Err(e) => {
+                server.shutdown().await;
+                let _ = link_cmds.send(LinkCmd::Stop);
+                return Err(e);
+            }
         };
         let mut cfg = hadisk_core::Config::new(
             usable_bytes,
@@ -136,9 +149,6 @@ impl Resource {
             disk: area.clone(),
             meta: Arc::new(Mutex::new(MetaStore { md, image })),
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let link_error: LastError = Arc::new(Mutex::new(None));
-        let link_cmds = link::start(opened.link.clone(), tx.clone(), link_error.clone()).await?;
         let driver_task = driver::spawn(
             name.to_owned(),
             core,
@@ -153,26 +163,14 @@ impl Resource {
             io_mode,
             tx.clone(),
         )?);
-        let gate = Arc::new(ExportGate::refusing(
-            name,
-            node,
-            state::secondary_refusal(name, node),
-        ));
-        let server = Server::new(gate.clone());
-        let socket = run_dir.join(format!("{name}.nbd"));
-        server
-            .listen_unix(&socket)
-            .map_err(|e| anyhow!("{name}: {e}"))?;
-        let tcp = match opened.nbd_listen.take() {
-            Some(addr) => match server.listen_tcp(addr).await {
-                Ok(bound) => Some(bound),
-                Err(e) => {
-                    server.shutdown().await;
-                    bail!("{name}: {e} (nbd-listen in {})", config.display());
-                }
-            },
-            None => None,
+        let crashed_primary = attach_state.crashed_primary;
+        let disk_now = if attach_state.disk == state::DiskState::Inconsistent {
+            "Inconsistent"
+        } else {
+            "Consistent"
         };
+        info!(resource = %name, from = %"Diskless", to = %disk_now, "disk attached");
+        let attach_disk = attach_state.disk;
         let r = Resource {
             name: name.to_owned(),
             node: node.to_owned(),
@@ -187,6 +185,7 @@ impl Resource {
             socket,
             tcp,
             crashed_primary,
+            attach_disk,
             link_error,
             wfc: opened.wfc,
             _disk_lock: opened.disk_lock,
@@ -218,10 +217,7 @@ impl Resource {
 
     /// The answer to `up`.
     pub fn up_message(&self) -> String {
-        let mut msg = format!(
-            "{}: up as Secondary, connecting to {}",
-            self.name, self.peer
-        );
+        let mut msg = format!("{}: up as Secondary, disk {}", self.name, self.attach_disk);
         if self.crashed_primary {
             msg.push_str(
                 "; this node crashed while Primary (found primary without clean-shutdown): \
@@ -252,6 +248,26 @@ impl Resource {
     /// `primary [--force]`.
     pub async fn promote(&mut self, force: bool) -> anyhow::Result<String> {
         let st = self.core_status().await;
+        if st.as_ref().is_some_and(|s| s.role == Role::Primary) {
+            return Ok(format!("{}: already Primary", self.name));
+        }
+        let was_up_to_date = driver::lock(&self.io.meta)
+            .md
+            .superblock()
+            .flags
+            .contains(hadisk_metadata::Flags::WAS_UP_TO_DATE);
+        // DRBD attaches a consistent disk that was UpToDate as UpToDate
+        // when fencing is `dont-care` (its default; hadisk has no fencing):
+        // with no peer to ask, such a disk may be promoted without
+        // --force. The core keeps it Consistent until it hears from the
+        // peer, so the daemon applies the rule here. A disconnected
+        // promotion starts a new generation either way.
+        let force = force
+            || (was_up_to_date
+                && st.as_ref().is_some_and(|s| {
+                    s.disk == hadisk_peer_proto::DiskState::Consistent
+                        && s.connection != hadisk_core::Connection::Connected
+                }));
         let forced_while_connected = force
             && st.as_ref().is_some_and(|s| {
                 s.connection == hadisk_core::Connection::Connected
@@ -347,6 +363,10 @@ impl Resource {
             self.name, self.node
         ));
         self.server.shutdown().await;
+        let disk_before = self
+            .core_status()
+            .await
+            .map_or("Diskless".to_string(), |s| s.disk.to_string());
         let (reply, rx) = oneshot::channel();
         if self.inputs.send(Input::Stop { reply }).is_ok() {
             let _ = rx.await;
@@ -365,7 +385,7 @@ impl Resource {
         })
         .await
         .with_context(|| format!("{}: detaching", self.name))?;
-        info!(resource = %self.name, "disk detached, metadata clean");
+        info!(resource = %self.name, from = %disk_before, to = %"Diskless", "disk detached, metadata clean");
         Ok(())
     }
 
@@ -426,6 +446,44 @@ impl Resource {
             peer,
         }
     }
+}
+
+/// Binds the NBD listeners (Unix socket, `nbd-listen` TCP address).
+async fn listen(
+    server: &Server,
+    socket: &Path,
+    tcp: Option<SocketAddr>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    server.listen_unix(socket).map_err(|e| anyhow!("{e}"))?;
+    match tcp {
+        Some(addr) => Ok(Some(
+            server.listen_tcp(addr).await.map_err(|e| anyhow!("{e}"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Records the attach in the superblock and reads what the core needs.
+async fn attach(
+    name: &str,
+    mut md: Metadata,
+    disk_path: &Path,
+    disk_bytes: u64,
+) -> anyhow::Result<(Attached, state::ResourceState, Metadata)> {
+    let label = format!("{} ({disk_bytes} bytes)", disk_path.display());
+    blocking(move || {
+        let attach = state::attach(md.superblock().flags);
+        md.update(|sb| sb.flags = attach.flags)
+            .context("recording the attach in the metadata")?;
+        let attached = Attached {
+            superblock: driver::superblock_state(md.superblock()),
+            bitmap: md.load_bitmap()?,
+            al_slots: md.al_slots().to_vec(),
+        };
+        Ok((attached, attach.state, md))
+    })
+    .await
+    .with_context(|| format!("{name}: attaching {label}"))
 }
 
 /// Reads the configuration and opens this node's disk and metadata.
@@ -531,6 +589,48 @@ impl ReplicatedVolume {
     }
 }
 
+impl ReplicatedVolume {
+    /// The core replicates whole 512-byte sectors: a write that is not
+    /// sector aligned is widened by reading the sectors it touches
+    /// (read-modify-write). Two concurrent unaligned writes into the same
+    /// sector may lose one of them, as on a disk without atomic sub-sector
+    /// writes; aligned writes (what file systems and fio issue) never are.
+    fn write_unaligned(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
+        let start = offset_bytes - offset_bytes % SECTOR_BYTES;
+        let end = (offset_bytes + data.len() as u64)
+            .div_ceil(SECTOR_BYTES)
+            .saturating_mul(SECTOR_BYTES)
+            .min(self.size_bytes);
+        let read = self.local.read(start, (end - start) as u32);
+        let inputs = self.inputs.clone();
+        Box::pin(async move {
+            let old = read.await?;
+            let mut buf = old.to_vec();
+            let at = (offset_bytes - start) as usize;
+            let Some(dst) = buf.get_mut(at..at + data.len()) else {
+                return Err(VolumeError::Unsupported);
+            };
+            dst.copy_from_slice(&data);
+            let (reply, rx) = oneshot::channel();
+            inputs
+                .send(Input::Write {
+                    offset_bytes: start,
+                    data: Bytes::from(buf),
+                    fua,
+                    reply,
+                })
+                .map_err(|_| VolumeError::ShuttingDown)?;
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(VolumeError::Io {
+                    source: std::io::Error::other(e.to_string()),
+                }),
+                Err(_) => Err(VolumeError::ShuttingDown),
+            }
+        })
+    }
+}
+
 impl Volume for ReplicatedVolume {
     fn size_bytes(&self) -> u64 {
         self.size_bytes
@@ -546,6 +646,10 @@ impl Volume for ReplicatedVolume {
         self.local.read(offset_bytes, length_bytes)
     }
     fn write(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
+        let len = data.len() as u64;
+        if offset_bytes % SECTOR_BYTES != 0 || len % SECTOR_BYTES != 0 {
+            return self.write_unaligned(offset_bytes, data, fua);
+        }
         self.submit(|reply| Input::Write {
             offset_bytes,
             data,
