@@ -647,7 +647,7 @@ impl Volume for ReplicatedVolume {
     }
     fn write(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
         let len = data.len() as u64;
-        if offset_bytes % SECTOR_BYTES != 0 || len % SECTOR_BYTES != 0 {
+        if !offset_bytes.is_multiple_of(SECTOR_BYTES) || !len.is_multiple_of(SECTOR_BYTES) {
             return self.write_unaligned(offset_bytes, data, fua);
         }
         self.submit(|reply| Input::Write {
