@@ -376,13 +376,22 @@ impl Resource {
     /// The peer is gone: whatever it has not acknowledged, or may lose in a
     /// crash, goes into the bitmap; waiting writes and flushes complete.
     pub(crate) fn primary_lost_peer(&mut self) {
+        // Writes the peer has (acked or not) but has maybe not made durable:
+        // including acked ones whose local write is still in flight, which
+        // become unstable only after this re-marking.
+        let sent: Vec<IoId> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.sent_to_peer)
+            .map(|(id, _)| *id)
+            .collect();
         let waiting: Vec<IoId> = self
             .writes
             .iter()
             .filter(|(_, w)| w.peer_wait)
             .map(|(id, _)| *id)
             .collect();
-        for id in &waiting {
+        for id in &sent {
             if let Some(w) = self.writes.get_mut(id) {
                 w.peer_wait = false;
                 w.sent_to_peer = false;

@@ -642,6 +642,10 @@ impl World {
                 if let Some(sb) = update.superblock {
                     meta.sb = sb;
                 }
+                if self.opts.trace {
+                    let sb = self.nodes[i].meta.sb;
+                    self.log(format!("{} metadata durable: {sb:?}", self.nodes[i].name));
+                }
                 self.feed(i, Event::IoDone { io, ok: true })
             }
             _ => Ok(()),
@@ -706,6 +710,14 @@ impl World {
         let id = self.next_write;
         let fua = self.rng.chance(self.opts.fua_percent);
         self.model.issue(id, offset, len);
+        if self.opts.trace {
+            let name = self.nodes[p].name;
+            self.log(format!(
+                "{name} client write {id}: {len} bytes at {offset} (sectors {}..{}), fua {fua}",
+                offset / SECTOR,
+                (offset + len) / SECTOR
+            ));
+        }
         self.nodes[p].clients.insert(req, id);
         let data = encode(&vec![id; (len / SECTOR) as usize]);
         self.feed(
@@ -742,8 +754,13 @@ impl World {
         let (Some(me), Some(oc)) = (self.nodes[i].core.as_ref(), other.core.as_ref()) else {
             return false;
         };
+        // Ground truth: "Established" counts only while the link is really up.
+        let link_up =
+            self.link.up && other.link == Some(self.link.epoch) && self.nodes[i].link == other.link;
         let other_has_all = (oc.role() == Role::Primary && oc.disk() == DiskState::UpToDate)
-            || (oc.replication() == Replication::Established && oc.disk() == DiskState::UpToDate);
+            || (link_up
+                && oc.replication() == Replication::Established
+                && oc.disk() == DiskState::UpToDate);
         other_has_all && me.disk() != DiskState::Failed && self.switchover.is_none()
     }
 
@@ -827,9 +844,15 @@ impl World {
     /// peer notices after a keepalive timeout; it restarts later.
     fn stop_node(&mut self, i: usize) {
         let j = 1 - i;
-        self.nodes[j].safe_survivor = self.nodes[j].core.as_ref().is_some_and(|c| {
-            c.replication() == Replication::Established && c.disk() == DiskState::UpToDate
-        });
+        // Ground truth, not the survivor's possibly stale view: the link
+        // must really be up (a partition the survivor has not noticed yet
+        // means the Primary wrote alone; promoting then is a split brain,
+        // which only fencing would prevent).
+        let link_up = self.link.up && self.nodes[j].link == Some(self.link.epoch);
+        self.nodes[j].safe_survivor = link_up
+            && self.nodes[j].core.as_ref().is_some_and(|c| {
+                c.replication() == Replication::Established && c.disk() == DiskState::UpToDate
+            });
         let n = &mut self.nodes[i];
         n.core = None;
         n.inc += 1;
