@@ -14,6 +14,9 @@
 #   hadisk           `hadisk daemon` as shipped (HADISK_IO_MODE unset: adaptive)
 #   hadisk-inline    the same daemon with HADISK_IO_MODE=inline
 #   hadisk-blocking  the same daemon with HADISK_IO_MODE=blocking
+#   serve-file       the NBD server alone: crates/nbd-server's serve-file example
+#                    over the whole file (LocalVolume, default I/O mode), no
+#                    replication core, no metadata; isolates the server's cost
 # Each: create-md --force (once), then per job: daemon, up, primary --force;
 # export "data" on RUN_DIR/data.nbd. The export is the usable size (the
 # metadata sits at the end of the file), so fio uses FIO_SIZE_MIB (< SIZE_MIB)
@@ -31,6 +34,7 @@
 #   RESULTS        markdown file whose "## NBD server" section is replaced
 #                  (default bench/RESULTS.md; empty = do not write)
 #   HADISK_BIN     the hadisk binary (default: cargo build --release -p hadisk)
+#   SERVE_FILE_BIN the serve-file example (default: cargo build --release)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -65,6 +69,11 @@ stop_server() {
 if [[ -z "${HADISK_BIN:-}" ]]; then
     (cd "$repo" && cargo build --release -q -p hadisk)
     HADISK_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/hadisk
+fi
+
+if [[ " $TARGETS " == *" serve-file "* && -z "${SERVE_FILE_BIN:-}" ]]; then
+    (cd "$repo" && cargo build --release -q -p hadisk-nbd-server --example serve-file)
+    SERVE_FILE_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/examples/serve-file
 fi
 
 wait_uri() {
@@ -107,6 +116,10 @@ start_target() { # name img sock
         hadisk) start_hadisk default "$img" "$work/$name" ;;
         hadisk-inline) start_hadisk inline "$img" "$work/$name" ;;
         hadisk-blocking) start_hadisk blocking "$img" "$work/$name" ;;
+        serve-file)
+            "${run_nice[@]}" "$SERVE_FILE_BIN" "$img" "$sock" --name data >"$work/$name.log" 2>&1 &
+            server_pid=$!
+            uri="nbd+unix:///data?socket=$sock" ;;
         nbdkit)
             "${run_nice[@]}" nbdkit -f -U "$sock" file "$img" >"$work/$name.log" 2>&1 &
             server_pid=$!
@@ -241,7 +254,8 @@ $(df -T "$work" | awk 'NR==2{print $2}'), page cache, fio ${FIO_SIZE_MIB} MiB ra
 ${RUNTIME_S} s per job, median of ${ROUNDS} round(s), job-major order, niceness ${NICE} for \
 servers and fio alike, fio ioengine=nbd over a Unix socket. hadisk = the real daemon as a \
 standalone Primary (create-md, daemon, up, primary --force), default I/O mode (adaptive); \
-hadisk-inline / hadisk-blocking = HADISK_IO_MODE=inline / blocking."
+hadisk-inline / hadisk-blocking = HADISK_IO_MODE=inline / blocking; serve-file = the NBD \
+server crate alone (its example binary over the whole file, no replication core)."
 echo
 echo "$table"
 echo
