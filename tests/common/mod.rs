@@ -500,3 +500,112 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Two nodes of one resource on loopback (`alpha` and `beta`, each with its
+/// own directory, disk image, run dir and daemon), for the replication
+/// tests. `alpha` sorts first, so its outgoing connection is the link.
+pub struct Pair {
+    pub a: Node,
+    pub b: Node,
+    pub disk_a: PathBuf,
+    pub disk_b: PathBuf,
+    pub port_a: u16,
+    pub port_b: u16,
+    pub res: String,
+}
+
+impl Pair {
+    /// Sparse disks of `disk_bytes` with fresh metadata; `net` goes into
+    /// the resource's `net { }` section (default: fast keepalive so that
+    /// tests of dead links finish in seconds).
+    pub fn new(res: &str, disk_bytes: u64, net: &str) -> Pair {
+        let (a, b) = (Node::new("alpha"), Node::new("beta"));
+        let disk_a = a.image(&format!("{res}.img"), disk_bytes);
+        let disk_b = b.image(&format!("{res}.img"), disk_bytes);
+        let mut p = Pair {
+            a,
+            b,
+            disk_a,
+            disk_b,
+            port_a: free_port(),
+            port_b: free_port(),
+            res: res.to_string(),
+        };
+        p.write_res(net);
+        p.a.create_md(res, &p.disk_a.clone());
+        p.b.create_md(res, &p.disk_b.clone());
+        p
+    }
+    /// (Re)writes both nodes' resource files; `net` as in [`Pair::new`].
+    pub fn write_res(&mut self, net: &str) {
+        self.write_res_each(net, net);
+    }
+    /// Resource files whose `net` sections differ (e.g. secrets).
+    pub fn write_res_each(&mut self, net_a: &str, net_b: &str) {
+        for (node, net) in [(&self.a, net_a), (&self.b, net_b)] {
+            let text = format!(
+                "resource {res} {{\n  net {{ ping-int 1; ping-timeout 5; timeout 20; connect-int 1; {net} }}\n  on alpha {{ device /dev/nbd0; disk {da}; address 127.0.0.1:{pa}; meta-disk internal; }}\n  on beta {{ device /dev/nbd0; disk {db}; address 127.0.0.1:{pb}; meta-disk internal; }}\n}}\n",
+                res = self.res,
+                da = self.disk_a.display(),
+                db = self.disk_b.display(),
+                pa = self.port_a,
+                pb = self.port_b,
+            );
+            std::fs::write(node.config(), text).unwrap();
+        }
+    }
+    pub fn daemons(&self) -> (DaemonGuard, DaemonGuard) {
+        (self.a.daemon(), self.b.daemon())
+    }
+    /// `up` on both, then waits until they are connected.
+    pub fn up_connected(&self) {
+        self.a.ok(&["up", &self.res]);
+        self.b.ok(&["up", &self.res]);
+        self.wait_connected(30);
+    }
+    pub fn wait_connected(&self, secs: u64) {
+        wait_until("both nodes Connected", secs, || {
+            [&self.a, &self.b]
+                .iter()
+                .all(|n| n.resource_status(&self.res)["peer"]["connection"] == "Connected")
+        });
+    }
+    /// Waits until both disks are UpToDate and replication is Established.
+    pub fn wait_in_sync(&self, secs: u64) {
+        wait_until("both disks UpToDate, replication Established", secs, || {
+            [&self.a, &self.b].iter().all(|n| {
+                let s = n.resource_status(&self.res);
+                s["disk"] == "UpToDate"
+                    && s["peer"]["disk"] == "UpToDate"
+                    && s["peer"]["replication"] == "Established"
+            })
+        });
+    }
+    /// `primary --force` on alpha and the initial full sync to beta.
+    pub fn first_sync(&self) {
+        self.a.ok(&["primary", "--force", &self.res]);
+        self.wait_in_sync(120);
+    }
+    /// The usable size as status reports it.
+    pub fn usable_bytes(&self) -> u64 {
+        self.a.resource_status(&self.res)["size_bytes"]
+            .as_u64()
+            .unwrap()
+    }
+    /// sha256 of the first `usable` bytes of both backing disks.
+    pub fn checksums(&self, usable: u64) -> (String, String) {
+        (
+            sha256_prefix(&self.disk_a, usable),
+            sha256_prefix(&self.disk_b, usable),
+        )
+    }
+}
+
+/// sha256 of the first `len` bytes of `path`, in hex.
+pub fn sha256_prefix(path: &Path, len: u64) -> String {
+    let script = format!(
+        "head -c {len} {} | sha256sum | cut -d' ' -f1",
+        path.display()
+    );
+    sh("sh", &["-c", &script]).trim().to_string()
+}

@@ -441,37 +441,44 @@ async fn write_loop(
                 Message::Ping { seq: ping_seq }
             }
         };
-        let r = tokio::time::timeout(cfg.timeout, write_batch(&mut w, msg, &mut rx)).await;
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => break format!("sending to the peer: {e}"),
-            Err(_) => {
-                break format!(
-                    "the peer stopped reading: a send did not complete within timeout ({} ms)",
-                    cfg.timeout.as_millis()
-                )
-            }
+        if let Err(e) = write_batch(&mut w, msg, &mut rx, cfg.timeout).await {
+            break e;
         }
     };
     let _ = notes.send(Note::Ended(gen, reason));
 }
 
-/// Writes `first` and whatever else is queued, then flushes.
+/// Writes `first` and whatever else is queued, then flushes. Each socket
+/// write must make progress within `timeout`: a peer that stops reading
+/// fills the socket buffer and is then declared dead.
 async fn write_batch(
     w: &mut BufWriter<OwnedWriteHalf>,
     first: Message,
     rx: &mut mpsc::UnboundedReceiver<Message>,
-) -> std::io::Result<()> {
+    timeout: Duration,
+) -> Result<(), String> {
+    let stalled = || {
+        format!(
+            "the peer stopped reading: a send made no progress within timeout ({} ms)",
+            timeout.as_millis()
+        )
+    };
+    let io = |e: std::io::Error| format!("sending to the peer: {e}");
     let mut next = Some(first);
     while let Some(m) = next {
-        let frame = m
-            .encode()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        w.write_all(&frame.header).await?;
-        w.write_all(&frame.payload).await?;
+        let frame = m.encode().map_err(|e| e.to_string())?;
+        for part in [&frame.header[..], &frame.payload[..]] {
+            tokio::time::timeout(timeout, w.write_all(part))
+                .await
+                .map_err(|_| stalled())?
+                .map_err(io)?;
+        }
         next = rx.try_recv().ok();
     }
-    w.flush().await
+    tokio::time::timeout(timeout, w.flush())
+        .await
+        .map_err(|_| stalled())?
+        .map_err(io)
 }
 
 async fn read_loop(
