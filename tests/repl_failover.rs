@@ -1,0 +1,118 @@
+//! `kill -9` of the Primary daemon while a libnbd client keeps 32 writes
+//! in flight; the Secondary is promoted and every write the client saw
+//! acknowledged is there (each block's last acknowledged content).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const RES: &str = "data";
+/// Blocks the writer spreads its writes over (16 MiB).
+const BLOCKS: u64 = 4096;
+
+/// Writes 4 KiB blocks at random, 32 in flight, each filled with
+/// "block:seq" repeated; prints "block seq" for every acknowledged write.
+const WRITER: &str = r#"
+import nbd, random, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+blocks = int(sys.argv[2])
+out = open(sys.argv[3], "w", buffering=1)
+rng = random.Random(7)
+seq = 0
+live = []
+def done(block, seq, buf):
+    def cb(err):
+        if err.value == 0:
+            out.write("%d %d\n" % (block, seq))
+        return 1
+    return cb
+while True:
+    while h.aio_in_flight() < 32:
+        seq += 1
+        block = rng.randrange(blocks)
+        pat = ("%d:%d;" % (block, seq)).encode()
+        data = (pat * (4096 // len(pat) + 1))[:4096]
+        buf = nbd.Buffer.from_bytearray(bytearray(data))
+        live.append(buf)
+        h.aio_pwrite(buf, block * 4096, completion=done(block, seq, buf))
+    h.poll(-1)
+    if len(live) > 4096:
+        live = live[-1024:]
+"#;
+
+#[test]
+fn kill_9_of_the_primary_loses_no_acknowledged_write() {
+    let pair = Pair::new(RES, 64 * MIB, "");
+    let (mut da, _db) = pair.daemons();
+    pair.up_connected();
+    pair.first_sync();
+    let acked = pair.a.path("acked.txt");
+    let mut writer = ChildGuard::spawn(
+        Command::new(LIBNBD_PYTHON)
+            .args([
+                "-c",
+                WRITER,
+                &pair.a.uri(RES),
+                &BLOCKS.to_string(),
+                acked.to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "libnbd writer",
+    );
+    wait_until("2,000 acknowledged writes", 60, || {
+        std::fs::read_to_string(&acked)
+            .map(|t| t.lines().count() >= 2000)
+            .unwrap_or(false)
+    });
+    da.crash();
+    writer.stop();
+    // The writer's record: each block's last acknowledged sequence number.
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(&acked).unwrap().lines() {
+        let mut it = line.split(' ');
+        let (Some(b), Some(s)) = (it.next(), it.next()) else {
+            continue; // a line cut by the kill
+        };
+        let (Ok(b), Ok(s)) = (b.parse::<u64>(), s.trim().parse::<u64>()) else {
+            continue;
+        };
+        let e = last.entry(b).or_insert(0);
+        *e = (*e).max(s);
+    }
+    assert!(last.len() > 500, "only {} blocks acknowledged", last.len());
+
+    // The Secondary notices, goes on alone, and is promoted without
+    // --force (its disk is UpToDate, the peer is gone).
+    wait_until("beta to lose the link", 30, || {
+        pair.b.resource_status(RES)["peer"]["connection"] != "Connected"
+    });
+    pair.b.ok(&["primary", RES]);
+    let copy = pair.b.path("after.bin");
+    sh("nbdcopy", &[&pair.b.uri(RES), copy.to_str().unwrap()]);
+    let data = std::fs::read(&copy).unwrap();
+    let mut checked = 0;
+    for (block, acked_seq) in &last {
+        let at = (*block * 4096) as usize;
+        let chunk = &data[at..at + 4096];
+        let text = String::from_utf8_lossy(&chunk[..32]);
+        let field = text.split(';').next().unwrap();
+        let (b, s) = field.split_once(':').unwrap_or_else(|| {
+            panic!("block {block}: no write of ours there ({text:?}), acknowledged seq {acked_seq}")
+        });
+        assert_eq!(b.parse::<u64>().unwrap(), *block);
+        let seq: u64 = s.parse().unwrap();
+        assert!(
+            seq >= *acked_seq,
+            "block {block}: seq {seq} on the promoted Secondary, but seq {acked_seq} was acknowledged"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, last.len());
+}
