@@ -19,8 +19,8 @@ pub use model::{
     AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, Config, Disk, Global, Host, Ignored, MetaDisk, Net,
     OnIoError, Protocol, Resource, Startup,
 };
-pub use syntax::{MAX_BLOCK_DEPTH, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH};
 pub(crate) use syntax::read_limited;
+pub use syntax::{MAX_BLOCK_DEPTH, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH};
 
 use crate::error::{ConfigError, Result};
 
