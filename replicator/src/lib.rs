@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod demo;
 pub mod md;
 pub mod status;
 
@@ -41,9 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Agent { ha_dir, action } => agent::run(&g, ha_dir, action),
-        Command::Demo => {
-            anyhow::bail!("`hadisk demo` is not in this build of hadisk yet (it needs the peer link); nothing was started")
-        }
+        Command::Demo => demo::run(),
         other => {
             let request = to_request(&g, other)?;
             let response = control::call(&g.run_dir, &request)?;
