@@ -1,0 +1,199 @@
+//! Faults of the peer link with real daemons on loopback: a wrong shared
+//! secret, garbage on the peer port, a peer that stops reading (SIGSTOP),
+//! a Secondary restart, and the role rules of a connected pair.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+
+const RES: &str = "data";
+
+/// Writes `mib` MiB of random data at `offset_mib` through `node`'s export.
+fn write_random(node: &Node, offset_mib: u64, mib: u64) {
+    let src = node.path(&format!("rand-{offset_mib}.bin"));
+    sh(
+        "sh",
+        &[
+            "-c",
+            &format!("head -c {} /dev/urandom > {}", mib * MIB, src.display()),
+        ],
+    );
+    sh(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            &node.uri(RES),
+            "-c",
+            &format!("write -s {} {}M {}M", src.display(), offset_mib, mib),
+            "-c",
+            "flush",
+        ],
+    );
+}
+
+fn assert_identical(pair: &Pair) {
+    let usable = pair.usable_bytes();
+    let (a, b) = pair.checksums(usable);
+    assert_eq!(a, b, "the backing disks' usable areas differ");
+}
+
+#[test]
+fn a_wrong_shared_secret_never_connects_and_says_why() {
+    let mut pair = Pair::new(RES, 32 * MIB, "");
+    pair.write_res_each(
+        "cram-hmac-alg sha256; shared-secret \"one\";",
+        "cram-hmac-alg sha256; shared-secret \"two\";",
+    );
+    let (da, db) = pair.daemons();
+    pair.a.ok(&["up", RES]);
+    pair.b.ok(&["up", RES]);
+    for node in [&pair.a, &pair.b] {
+        wait_until("the authentication failure in status", 30, || {
+            node.resource_status(RES)["peer"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("the shared-secret differs between the nodes"))
+        });
+        let st = node.resource_status(RES);
+        assert_ne!(st["peer"]["connection"], "Connected");
+        assert!(
+            node.ok(&["status", RES]).contains("shared-secret differs"),
+            "the human status says it too"
+        );
+    }
+    for d in [&da, &db] {
+        assert!(
+            d.log_text()
+                .contains("the shared-secret differs between the nodes"),
+            "{}",
+            d.log_text()
+        );
+    }
+    // Retrying does not change the answer: still not connected.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_ne!(
+        pair.a.resource_status(RES)["peer"]["connection"],
+        "Connected"
+    );
+    // The same secret on both sides connects (fresh daemons read the file).
+    drop((da, db));
+    pair.write_res("cram-hmac-alg sha256; shared-secret \"same\";");
+    let (_da, _db) = pair.daemons();
+    pair.up_connected();
+    assert!(pair.a.resource_status(RES)["peer"]["last_error"].is_null());
+}
+
+#[test]
+fn garbage_on_the_peer_ports_is_dropped_and_the_link_goes_on() {
+    require("qemu-io");
+    let pair = Pair::new(RES, 32 * MIB, "");
+    let (da, db) = pair.daemons();
+    pair.up_connected();
+    pair.first_sync();
+    for port in [pair.port_a, pair.port_b] {
+        for junk in [
+            b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            // A valid magic with a nonsense header.
+            b"HDSK\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+        ] {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let _ = s.write_all(&junk);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    assert!(
+        db.log_text().contains("bad frame magic"),
+        "beta logs the garbage: {}",
+        db.log_text()
+    );
+    // Both daemons alive, the link up, and writes still mirrored.
+    assert_eq!(
+        pair.a.resource_status(RES)["peer"]["connection"],
+        "Connected"
+    );
+    write_random(&pair.a, 1, 4);
+    pair.wait_in_sync(30);
+    assert_identical(&pair);
+    drop((da, db));
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_dropped_and_resynced_after() {
+    require("qemu-io");
+    let pair = Pair::new(RES, 64 * MIB, "");
+    let (_da, db) = pair.daemons();
+    pair.up_connected();
+    pair.first_sync();
+    // SAFETY: kill(2) on the PID of a daemon this test started.
+    unsafe { libc::kill(db.pid() as i32, libc::SIGSTOP) };
+    // The Primary's writes do not hang: after the timeout it goes on alone.
+    write_random(&pair.a, 8, 16);
+    let st = pair.a.resource_status(RES);
+    assert_ne!(st["peer"]["connection"], "Connected");
+    assert!(st["peer"]["out_of_sync_bytes"].as_u64().unwrap() > 0);
+    let log = std::fs::read_to_string(pair.a.path("daemon.log")).unwrap();
+    assert!(
+        log.contains("declared dead") || log.contains("the peer stopped reading"),
+        "{log}"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(db.pid() as i32, libc::SIGCONT) };
+    pair.wait_connected(60);
+    pair.wait_in_sync(60);
+    assert_eq!(pair.a.resource_status(RES)["peer"]["out_of_sync_bytes"], 0);
+    assert_identical(&pair);
+}
+
+#[test]
+fn a_restarted_secondary_reconnects_and_resyncs() {
+    require("qemu-io");
+    let pair = Pair::new(RES, 64 * MIB, "");
+    let (_da, mut db) = pair.daemons();
+    pair.up_connected();
+    pair.first_sync();
+    write_random(&pair.a, 0, 4);
+    assert_eq!(db.stop().code(), Some(0));
+    wait_until("alpha to lose the link", 30, || {
+        pair.a.resource_status(RES)["peer"]["connection"] != "Connected"
+    });
+    write_random(&pair.a, 20, 8);
+    let missed = pair.a.resource_status(RES)["peer"]["out_of_sync_bytes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(missed, 8 * MIB, "exactly the blocks written alone");
+    let _db = pair.b.daemon();
+    pair.b.ok(&["up", RES]);
+    pair.wait_connected(30);
+    pair.wait_in_sync(60);
+    assert_identical(&pair);
+}
+
+#[test]
+fn a_connected_pair_refuses_two_primaries_and_demotion_under_clients() {
+    let pair = Pair::new(RES, 32 * MIB, "");
+    let (_da, _db) = pair.daemons();
+    pair.up_connected();
+    pair.first_sync();
+    let err = pair.b.fails(&["primary", RES]);
+    assert_eq!(
+        err,
+        "hadisk: data: the peer is Primary: demote it first (hadisk secondary RES on the peer); two Primaries are not allowed\n"
+    );
+    let err = pair.b.fails(&["primary", "--force", RES]);
+    assert!(err.contains("the peer is Primary"), "{err}");
+    let mut client = hold_connection(&pair.a.uri(RES));
+    let err = pair.a.fails(&["secondary", RES]);
+    assert!(err.contains("1 NBD client is connected"), "{err}");
+    assert_eq!(pair.a.resource_status(RES)["role"], "Primary");
+    client.stop();
+    wait_until("the client to go", 20, || {
+        pair.a.resource_status(RES)["nbd_clients"] == 0
+    });
+    pair.a.ok(&["secondary", RES]);
+    // Now beta may take over, without --force: its disk is UpToDate.
+    pair.b.ok(&["primary", RES]);
+    assert_eq!(pair.a.resource_status(RES)["peer"]["role"], "Primary");
+}
