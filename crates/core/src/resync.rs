@@ -155,6 +155,12 @@ impl Resource {
 
     pub(crate) fn target_finished(&mut self) {
         if self.target.take().is_none() {
+            // The link dropped after the last block was flushed: the data is
+            // complete (and persisted as consistent) but whether it is still
+            // the newest is unknown.
+            if self.sb.consistent && self.disk == DiskState::Inconsistent {
+                self.set_disk(DiskState::Consistent);
+            }
             return;
         }
         self.progress = None;
