@@ -227,11 +227,12 @@ pub enum Message {
         data: Bytes,
         fua: bool,
     },
-    /// The write or resync data `seq` is on the peer's disk.
+    /// The mirrored write `seq` (a `Data`) is on the peer's disk.
     WriteAck {
         seq: u64,
     },
-    /// The write or resync data `seq` failed on the peer's disk.
+    /// The mirrored write `seq` failed on the peer's disk (the sender marks
+    /// its blocks out of sync).
     NegAck {
         seq: u64,
     },
@@ -248,7 +249,9 @@ pub enum Message {
         offset_bytes: u64,
         len_bytes: u32,
     },
-    /// Resync payload for a range (acknowledged with `WriteAck`/`NegAck`).
+    /// Resync payload for a range, answering `ResyncRequest { seq }`; the
+    /// target confirms it with `InSync` once written (seqs of the two
+    /// directions never mix: `WriteAck` only answers `Data`).
     ResyncData {
         seq: u64,
         offset_bytes: u64,
@@ -262,7 +265,8 @@ pub enum Message {
         len_bytes: u32,
         digest: [u8; DIGEST_BYTES],
     },
-    /// The range is identical on both sides.
+    /// The range is identical on both sides: the answer to a `CsumRequest`
+    /// that matched, and the target's confirmation of written `ResyncData`.
     InSync {
         seq: u64,
         offset_bytes: u64,
