@@ -71,6 +71,7 @@ fn initial_sync_then_nbdcopy_and_fio_leave_identical_disks() {
             "--verify=crc32c",
             "--do_verify=1",
             "--fsync=64",
+            "--verify_state_save=0",
         ],
     );
     assert!(ok && !out.contains("verify: bad"), "fio:\n{out}\n{err}");

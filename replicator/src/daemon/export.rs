@@ -1,6 +1,6 @@
-//! What a resource's NBD listeners serve: an [`ExportGate`] (the registry
-//! the server consults at every handshake) and [`PrimaryVolume`] (the
-//! Primary's data path).
+//! What a resource's NBD listeners serve: an [`ExportGate`], the registry
+//! the server consults at every handshake (the Primary's data path is
+//! `super::replicated::ReplicatedVolume`).
 //!
 //! Invariants:
 //! - the listeners exist from `up` to `down`, whatever the role: a client
@@ -16,14 +16,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-use hadisk_nbd_server::{
-    ExportInfo, ExportRegistry, IoMode, LocalVolume, Volume, VolumeError, VolumeFuture,
-};
-use tracing::warn;
-
-use super::missed::MissedWrites;
-use super::usable::UsableArea;
+use hadisk_nbd_server::{ExportInfo, ExportRegistry, IoMode, Volume};
 
 /// Environment variable choosing where the Primary's disk I/O runs:
 /// `adaptive` (default: in the connection task while writes complete at
@@ -131,113 +124,15 @@ impl ExportRegistry for ExportGate {
     }
 }
 
-/// The Primary's data path. With no peer, every operation goes to the
-/// local disk's usable area, and every change is first recorded as missed
-/// by the peer ([`MissedWrites`]). This is the one place where the peer
-/// link will fan writes, trims, zeroing and flushes out to the Secondary
-/// (protocol C: complete when both disks have them).
-#[derive(Debug)]
-pub struct PrimaryVolume {
-    local: Arc<LocalVolume<UsableArea>>,
-    missed: Arc<MissedWrites>,
-}
-
-impl PrimaryVolume {
-    pub fn new(
-        area: UsableArea,
-        mode: IoMode,
-        missed: Arc<MissedWrites>,
-    ) -> Result<PrimaryVolume, VolumeError> {
-        use hadisk_storage::BlockDevice;
-        let size_bytes = area.size_bytes();
-        Ok(PrimaryVolume {
-            local: Arc::new(LocalVolume::new(Arc::new(area), size_bytes, false, mode)?),
-            missed,
-        })
-    }
-
-    /// Runs `op` once the range is durably recorded as missed by the peer:
-    /// at once when it already is (the common case), else after the
-    /// bitmap write on the blocking pool. A failed record fails the
-    /// operation (EIO) without touching the data.
-    fn recorded(
-        &self,
-        offset_bytes: u64,
-        len_bytes: u64,
-        op: impl FnOnce(&LocalVolume<UsableArea>) -> VolumeFuture<()> + Send + 'static,
-    ) -> VolumeFuture<()> {
-        if self.missed.covered(offset_bytes, len_bytes) {
-            return op(&self.local);
-        }
-        let (missed, local) = (Arc::clone(&self.missed), Arc::clone(&self.local));
-        Box::pin(async move {
-            let recorded =
-                tokio::task::spawn_blocking(move || missed.record(offset_bytes, len_bytes)).await;
-            let failed = match recorded {
-                Ok(Ok(_)) => return op(&local).await,
-                Ok(Err(e)) => format!("recording the change in the dirty bitmap failed: {e}"),
-                Err(join) => format!("recording the change in the dirty bitmap failed: {join}"),
-            };
-            warn!(offset_bytes, len_bytes, error = %failed, "write refused");
-            Err(VolumeError::Io {
-                source: std::io::Error::other(failed),
-            })
-        })
-    }
-}
-
-impl Volume for PrimaryVolume {
-    fn size_bytes(&self) -> u64 {
-        self.local.size_bytes()
-    }
-    fn read_only(&self) -> bool {
-        false
-    }
-    fn can_multi_conn(&self) -> bool {
-        // One disk behind every connection: fdatasync covers all writes.
-        self.local.can_multi_conn()
-    }
-    fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes> {
-        self.local.read(offset_bytes, length_bytes)
-    }
-    fn write(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
-        let len_bytes = data.len() as u64;
-        self.recorded(offset_bytes, len_bytes, move |local| {
-            local.write(offset_bytes, data, fua)
-        })
-    }
-    fn flush(&self) -> VolumeFuture<()> {
-        self.local.flush()
-    }
-    fn trim(&self, offset_bytes: u64, length_bytes: u32, fua: bool) -> VolumeFuture<()> {
-        self.recorded(offset_bytes, u64::from(length_bytes), move |local| {
-            local.trim(offset_bytes, length_bytes, fua)
-        })
-    }
-    fn write_zeroes(
-        &self,
-        offset_bytes: u64,
-        length_bytes: u32,
-        no_hole: bool,
-        fua: bool,
-    ) -> VolumeFuture<()> {
-        self.recorded(offset_bytes, u64::from(length_bytes), move |local| {
-            local.write_zeroes(offset_bytes, length_bytes, no_hole, fua)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hadisk_storage::{BlockDevice, MemDevice};
+    use hadisk_nbd_server::LocalVolume;
+    use hadisk_storage::MemDevice;
 
     fn volume() -> Arc<dyn Volume> {
-        let disk: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(8 << 20));
-        let md = hadisk_metadata::Metadata::create(disk.clone(), 61, 0).unwrap();
-        let missed = Arc::new(MissedWrites::new(Arc::new(std::sync::Mutex::new(md))).unwrap());
-        let area = UsableArea::new(disk, 512 << 10).unwrap();
-        Arc::new(PrimaryVolume::new(area, IoMode::Inline, missed).unwrap())
+        let disk = Arc::new(MemDevice::new(512 << 10));
+        Arc::new(LocalVolume::new(disk, 512 << 10, false, IoMode::Inline).unwrap())
     }
 
     #[test]

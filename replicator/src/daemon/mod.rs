@@ -6,16 +6,11 @@
 //! exit 0 — so that the next start does not mistake a clean stop for a crash.
 
 mod control_server;
+mod disk_lock;
 mod driver;
 mod export;
 mod link;
-// The standalone-only data path that preceded the replication core; its
-// disk lock and state helpers are still used.
-#[allow(dead_code)]
-mod missed;
 mod replicated;
-#[allow(dead_code)]
-mod resource;
 mod state;
 mod usable;
 

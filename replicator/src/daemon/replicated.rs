@@ -29,10 +29,10 @@ use hadisk_storage::{BlockDevice, FileDevice};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
+use super::disk_lock::DiskLock;
 use super::driver::{self, Input, Io, MetaStore};
 use super::export::ExportGate;
 use super::link::{self, LastError, LinkCmd, LinkConfig};
-use super::resource::DiskLock;
 use super::state;
 use super::usable::UsableArea;
 use crate::status::{PeerStatus, ResourceStatus, ResyncStatus};

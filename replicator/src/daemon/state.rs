@@ -1,16 +1,11 @@
-//! A resource's replication state and the rules that change it, without
-//! I/O: flags in, decisions out. The daemon's [`super::resource`] performs
-//! what these functions decide (metadata writes, starting and stopping the
-//! export); the pure replication core (`hadisk-core`) will take this module's
-//! place once it drives the peer link, so the shapes mirror DRBD's: a role,
-//! a local disk state, a connection state and the peer's role and disk.
+//! The daemon's own rules around the replication core (`hadisk-core`
+//! decides roles, disk states and the link): the superblock flags at
+//! attach and detach, the refusal of a demotion while NBD clients have the
+//! export open, and the reason a Secondary's export gives its clients.
+//! Flags in, decisions out, no I/O.
 //!
-//! Invariants:
-//! - `Primary` implies a disk of `UpToDate` (a Primary exports only the good
-//!   copy; `--force` is how an operator declares a disk good);
-//! - every decision that refuses says which resource, why, and what to do;
-//! - there is no peer link yet: the connection is always `StandAlone`, so
-//!   every promotion starts a new data generation (DESIGN.md §4).
+//! Invariant: every decision that refuses says which resource, why, and
+//! what to do.
 
 use std::fmt;
 
@@ -143,49 +138,6 @@ pub fn detach_flags(flags: Flags) -> Flags {
     stored
 }
 
-/// What a promotion does, once allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Promote {
-    /// Already Primary: nothing to do.
-    AlreadyPrimary,
-    /// Become Primary: start a new data generation (there is no peer to
-    /// share the current one with) and store `flags`; `forced` when a disk
-    /// that was not UpToDate is declared the good copy.
-    Become { flags: Flags, forced: bool },
-}
-
-/// Decides `primary [--force]` with no peer link.
-pub fn promote(
-    name: &str,
-    state: &ResourceState,
-    flags: Flags,
-    force: bool,
-) -> Result<Promote, String> {
-    if state.role == Role::Primary {
-        return Ok(Promote::AlreadyPrimary);
-    }
-    let mut stored = flags;
-    stored.insert(Flags::PRIMARY);
-    match state.disk {
-        DiskState::UpToDate => Ok(Promote::Become { flags: stored, forced: false }),
-        DiskState::Diskless | DiskState::Attaching | DiskState::Failed => Err(format!(
-            "{name}: cannot become Primary: the local disk is {}; check the disk, then `hadisk down {name}` and `hadisk up {name}`",
-            state.disk
-        )),
-        DiskState::Inconsistent | DiskState::Outdated | DiskState::Consistent if force => {
-            stored.insert(Flags::CONSISTENT);
-            stored.insert(Flags::WAS_UP_TO_DATE);
-            Ok(Promote::Become { flags: stored, forced: true })
-        }
-        DiskState::Inconsistent | DiskState::Outdated | DiskState::Consistent => Err(format!(
-            "{name}: refusing to become Primary: the local disk is {} and no peer is connected to \
-             say which copy is good; if this node's data is the copy to keep, run \
-             `hadisk primary --force {name}`",
-            state.disk
-        )),
-    }
-}
-
 /// Decides `secondary` given how many NBD clients have the export open.
 pub fn demote(name: &str, state: &ResourceState, clients: usize) -> Result<bool, String> {
     if state.role == Role::Secondary {
@@ -208,13 +160,6 @@ pub fn demote(name: &str, state: &ResourceState, clients: usize) -> Result<bool,
         ));
     }
     Ok(true)
-}
-
-/// The flags of a demotion.
-pub fn demoted_flags(flags: Flags) -> Flags {
-    let mut stored = flags;
-    stored.remove(Flags::PRIMARY);
-    stored
 }
 
 /// The reason a client of a Secondary's export is refused.
@@ -281,79 +226,6 @@ mod tests {
             connection: Connection::StandAlone,
             crashed_primary: false,
         }
-    }
-
-    #[test]
-    fn promote_table() {
-        let none = Flags::default();
-        let good = flags(&[Flags::CONSISTENT, Flags::WAS_UP_TO_DATE]);
-        assert_eq!(
-            promote(
-                "data",
-                &state(Role::Secondary, DiskState::UpToDate),
-                good,
-                false
-            ),
-            Ok(Promote::Become {
-                flags: good | Flags::PRIMARY,
-                forced: false
-            })
-        );
-        assert_eq!(
-            promote(
-                "data",
-                &state(Role::Secondary, DiskState::Inconsistent),
-                none,
-                true
-            ),
-            Ok(Promote::Become {
-                flags: good | Flags::PRIMARY,
-                forced: true
-            })
-        );
-        assert_eq!(
-            promote(
-                "data",
-                &state(Role::Primary, DiskState::UpToDate),
-                good,
-                false
-            ),
-            Ok(Promote::AlreadyPrimary)
-        );
-        assert_eq!(
-            promote(
-                "data",
-                &state(Role::Secondary, DiskState::Inconsistent),
-                none,
-                false
-            ),
-            Err(
-                "data: refusing to become Primary: the local disk is Inconsistent and no peer is \
-                 connected to say which copy is good; if this node's data is the copy to keep, run \
-                 `hadisk primary --force data`"
-                    .to_string()
-            )
-        );
-        assert!(promote(
-            "data",
-            &state(Role::Secondary, DiskState::Outdated),
-            none,
-            false
-        )
-        .is_err());
-        assert_eq!(
-            promote(
-                "data",
-                &state(Role::Secondary, DiskState::Failed),
-                none,
-                true
-            ),
-            Err(
-                "data: cannot become Primary: the local disk is Failed; check the disk, then \
-                 `hadisk down data` and `hadisk up data`"
-                    .to_string()
-            )
-        );
     }
 
     #[test]
