@@ -342,3 +342,50 @@ where
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{ExportInfo, Volume};
+
+    struct NoExports;
+    impl ExportRegistry for NoExports {
+        fn list(&self) -> Vec<ExportInfo> {
+            Vec::new()
+        }
+        fn open(&self, name: &str) -> Result<Arc<dyn Volume>, String> {
+            Err(format!("no export {name}"))
+        }
+    }
+
+    #[tokio::test]
+    async fn unix_socket_is_0600_stale_replaced_live_refused_removed_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.nbd");
+        // A stale socket: bound by a listener that is gone.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let server = Server::new(Arc::new(NoExports));
+        server.listen_unix(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A live one is refused, with the path and what to do.
+        let other = Server::new(Arc::new(NoExports));
+        let err = other.listen_unix(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is in use by a running server; stop it first",
+                path.display()
+            )
+        );
+        // Not a socket: left alone.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"keep").unwrap();
+        let err = other.listen_unix(&file).unwrap_err();
+        assert!(matches!(err, ServerError::NotASocket { .. }), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+        server.shutdown().await;
+        assert!(!path.exists());
+    }
+}
