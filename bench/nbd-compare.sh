@@ -248,8 +248,9 @@ table=$(
     for target in $TARGETS; do row+=" ${cpu[$target]} |"; done
     echo "$row"
 )
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 note="Ratios are to nbdkit (higher is better; for latency the ratio is nbdkit/target). \
-$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared), ${SIZE_MIB} MiB random-filled files on \
+$(date -u +%Y-%m-%dT%H:%MZ), hadisk at $commit, $(nproc) cores (shared), ${SIZE_MIB} MiB random-filled files on \
 $(df -T "$work" | awk 'NR==2{print $2}'), page cache, fio ${FIO_SIZE_MIB} MiB range, \
 ${RUNTIME_S} s per job, median of ${ROUNDS} round(s), job-major order, niceness ${NICE} for \
 servers and fio alike, fio ioengine=nbd over a Unix socket. hadisk = the real daemon as a \
