@@ -83,6 +83,7 @@ impl Resource {
                 MetaWaiter::Demoted(cmd) => self.demoted(cmd),
                 MetaWaiter::StartTarget => self.target_persisted(),
                 MetaWaiter::FinishTarget => self.target_finished(),
+                MetaWaiter::SourceFinished => self.send_state(),
             }
         }
         self.release_meta_waiting_writes();

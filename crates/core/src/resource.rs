@@ -200,6 +200,9 @@ pub(crate) struct TargetSync {
     pub inflight: BTreeMap<u64, (u64, u64)>,
     /// The final local flush.
     pub finishing: Option<IoId>,
+    /// Flushed and reported complete: waiting for the source to rotate its
+    /// bitmap UUID before adopting its current one.
+    pub awaiting_source: bool,
 }
 
 /// Something waiting for a metadata write.
@@ -209,6 +212,7 @@ pub(crate) enum MetaWaiter {
     Demoted(CmdId),
     StartTarget,
     FinishTarget,
+    SourceFinished,
 }
 
 /// One replicated resource (see the crate header).

@@ -140,12 +140,36 @@ impl Resource {
         self.target_pump();
     }
 
+    /// Every block is written and flushed: tell the source (our UUIDs
+    /// unchanged), which rotates its bitmap UUID first; only its answer
+    /// makes us adopt its current UUID. A link lost in between leaves the
+    /// source with the newer UUIDs (a full sync next time, never a sync in
+    /// the wrong direction): with the opposite order, a source that crashed
+    /// before hearing of the finish looked like the newer side (rule 34)
+    /// although it had lost unflushed writes the target had.
     pub(crate) fn target_flush_done(&mut self, ok: bool) {
         if !ok {
             self.disk_failed();
             return;
         }
-        self.sb.uuids = finish_sync_target(&self.sb.uuids, self.peer_uuids.current);
+        let Some(t) = self.target.as_mut() else {
+            return;
+        };
+        t.awaiting_source = true;
+        let msg = Message::StateChange {
+            role: self.role,
+            disk: DiskState::UpToDate,
+            uuids: self.sb.uuids,
+        };
+        self.send(msg);
+    }
+
+    /// The source rotated its bitmap UUID: adopt its current one.
+    fn target_adopt(&mut self, source: Uuids) {
+        if let Some(t) = self.target.as_mut() {
+            t.awaiting_source = false;
+        }
+        self.sb.uuids = finish_sync_target(&self.sb.uuids, source.current);
         self.sb.consistent = true;
         self.sb.was_up_to_date = true;
         self.sb.crashed_primary = false;
@@ -263,6 +287,10 @@ impl Resource {
         if self.repl == Replication::SyncSource && disk == DiskState::UpToDate {
             self.finish_source();
         }
+        let awaiting = self.target.as_ref().is_some_and(|t| t.awaiting_source);
+        if awaiting && disk == DiskState::UpToDate && Uuids::id(uuids.bitmap) == 0 {
+            self.target_adopt(uuids);
+        }
     }
 
     fn finish_source(&mut self) {
@@ -274,6 +302,7 @@ impl Resource {
         self.unstable.retain(|u| u.al_held || !u.on_peer);
         self.progress = None;
         self.set_repl(Replication::Established);
-        self.queue_meta(None);
+        let seq = self.queue_meta(None);
+        self.wait_meta(seq, MetaWaiter::SourceFinished);
     }
 }

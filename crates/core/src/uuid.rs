@@ -15,8 +15,11 @@
 //!
 //! Not carried over from DRBD: rules 51/71 ("the last sync UUID did not get
 //! through"), which undo DRBD's `UUID_NEW_BM_OFFSET` trick that hadisk does
-//! not use — hadisk's target adopts the source's UUIDs before the source
-//! rotates its bitmap UUID, so the lost-message case is rules 34–37.
+//! not use. At the end of a resync hadisk's source rotates its bitmap UUID
+//! first and the target adopts the source's current only after that (see
+//! `resync.rs`): a message lost in between leaves an Inconsistent target
+//! whose current is in the source's history (a full sync, rule 80), never
+//! a source that looks newer than it is.
 
 use std::fmt;
 
