@@ -16,9 +16,9 @@
 //! - every client request and admin command gets exactly one answer: from
 //!   the core, or an error if the driver stops first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hadisk_bitmap::DirtyBitmap;
@@ -26,6 +26,7 @@ use hadisk_core::{
     Action, AdminOp, CmdId, CoreError, Event, IoId, MetaUpdate, ReqId, Status, SuperblockState,
 };
 use hadisk_metadata::{Flags, Metadata};
+use hadisk_nbd_server::IoMode;
 use hadisk_peer_proto::Message;
 use hadisk_storage::BlockDevice;
 use tokio::sync::{mpsc, oneshot};
@@ -88,7 +89,21 @@ pub struct Io {
     /// The usable area of the backing disk.
     pub disk: Arc<dyn BlockDevice>,
     pub meta: Arc<Mutex<MetaStore>>,
+    /// Where plain (non-FUA) writes and reads run: in the driver task
+    /// (page-cache speed, no thread hop), on the blocking pool, or
+    /// adaptively (inline until one is slow). Syncs always run on the pool.
+    pub mode: IoMode,
 }
+
+/// An inline write slower than this (plus [`SLOW_WRITE_PER_MIB`]) waited
+/// for something other than a page-cache copy (dirty-page throttling, the
+/// disk): writes go to the blocking pool for a while. The nbd-server's
+/// adaptive mode uses the same figures.
+const SLOW_WRITE: Duration = Duration::from_millis(2);
+/// Allowance per MiB written (a copy at 1 GB/s).
+const SLOW_WRITE_PER_MIB: Duration = Duration::from_millis(1);
+/// How long writes stay on the blocking pool after a slow one.
+const SLOW_PERIOD: Duration = Duration::from_secs(1);
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Metadata updates replace in-memory state only after a durable write:
@@ -108,6 +123,10 @@ struct Driver {
     clients: BTreeMap<ReqId, Reply>,
     admins: BTreeMap<CmdId, Reply>,
     stopping: Option<oneshot::Sender<()>>,
+    /// Completions of inline I/O, fed after the current actions.
+    pending: VecDeque<Event>,
+    /// Inline I/O is off until then (adaptive mode).
+    slow_until: Option<Instant>,
 }
 
 /// Starts the driver task; `initial` are the actions `Resource::new` returned.
@@ -132,6 +151,8 @@ pub fn spawn(
         clients: BTreeMap::new(),
         admins: BTreeMap::new(),
         stopping: None,
+        pending: VecDeque::new(),
+        slow_until: None,
     };
     tokio::spawn(async move {
         d.perform(initial);
@@ -159,9 +180,21 @@ impl Driver {
     }
 
     fn feed(&mut self, event: Event) {
-        let now = self.now_ms();
-        let actions = self.core.handle(now, event);
-        self.perform(actions);
+        let mut next = Some(event);
+        while let Some(event) = next {
+            let now = self.now_ms();
+            let actions = self.core.handle(now, event);
+            self.perform(actions);
+            next = self.pending.pop_front();
+        }
+    }
+
+    fn inline_io(&self) -> bool {
+        match self.io.mode {
+            IoMode::Inline => true,
+            IoMode::Blocking => false,
+            IoMode::Adaptive => self.slow_until.is_none_or(|t| Instant::now() >= t),
+        }
     }
 
     fn input(&mut self, input: Input) {
@@ -231,6 +264,10 @@ impl Driver {
                     fua,
                 } => {
                     let disk = self.io.disk.clone();
+                    if !fua && self.inline_io() {
+                        self.write_inline(io, offset_bytes, &data);
+                        continue;
+                    }
                     self.blocking(io, move || {
                         disk.write_at(&data, offset_bytes)?;
                         if fua {
@@ -301,6 +338,22 @@ impl Driver {
             };
             let _ = tx.send(Input::Io(Event::IoDone { io, ok }));
         });
+    }
+
+    fn write_inline(&mut self, io: IoId, offset_bytes: u64, data: &[u8]) {
+        let start = Instant::now();
+        let ok = match self.io.disk.write_at(data, offset_bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(resource = %self.name, error = %e, "local I/O failed");
+                false
+            }
+        };
+        let allowed = SLOW_WRITE + SLOW_WRITE_PER_MIB * (data.len() >> 20) as u32;
+        if self.io.mode == IoMode::Adaptive && start.elapsed() > allowed {
+            self.slow_until = Some(Instant::now() + SLOW_PERIOD);
+        }
+        self.pending.push_back(Event::IoDone { io, ok });
     }
 
     fn read(&self, io: IoId, offset_bytes: u64, len_bytes: u32) {

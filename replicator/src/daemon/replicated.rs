@@ -148,6 +148,7 @@ impl Resource {
         let io = Io {
             disk: area.clone(),
             meta: Arc::new(Mutex::new(MetaStore { md, image })),
+            mode: io_mode,
         };
         let driver_task = driver::spawn(
             name.to_owned(),

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Replication benchmark, in one run: the connected hadisk pair (protocol C,
+# peer link over loopback TCP) next to hadisk standalone (a Primary with no
+# peer), nbdkit's file plugin (the unreplicated baseline) and the QEMU quorum
+# mirror (qemu-storage-daemon, vote-threshold 2, over a local raw file and an
+# NBD client of a qemu-nbd on loopback TCP: ../shared/testing/peers.md), with
+# the fio jobs of bench/nbd-compare.sh; plus the initial sync's throughput
+# next to nbdcopy copying the same bytes between the same two disks.
+#
+# Every target gets SIZE_MIB files of random data (no holes) through the page
+# cache; each target is started once and runs all jobs (target-major order:
+# the pair's initial full sync is paid once, outside the measurement).
+#
+# Environment:
+#   RUNTIME_S   seconds per fio job (default 8)
+#   SIZE_MIB    backing file size (default 1024)
+#   TARGETS     from "nbdkit hadisk pair qemu-mirror" (default: all four)
+#   WORK_DIR    where the images live (default: a fresh dir under /var/tmp)
+#   RESULTS     markdown file whose "## Replication" section is replaced
+#               (default bench/RESULTS.md; empty = do not write)
+#   HADISK_BIN  the hadisk binary (default: cargo build --release -p hadisk)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+RUNTIME_S=${RUNTIME_S:-8}
+SIZE_MIB=${SIZE_MIB:-1024}
+FIO_SIZE_MIB=$((SIZE_MIB - 16))
+TARGETS=${TARGETS:-"nbdkit hadisk pair qemu-mirror"}
+RESULTS=${RESULTS-$here/RESULTS.md}
+work=${WORK_DIR:-$(mktemp -d /var/tmp/repl-compare.XXXXXX)}
+mkdir -p "$work"
+pids=()
+
+stop_all() {
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    pids=()
+}
+cleanup() {
+    stop_all
+    if [[ -z "${WORK_DIR:-}" ]]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+if [[ -z "${HADISK_BIN:-}" ]]; then
+    (cd "$repo" && cargo build --release -q -p hadisk)
+    HADISK_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/hadisk
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_uri() {
+    for _ in $(seq 1 300); do
+        if nbdinfo --size "$1" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "server did not come up on $1" >&2
+    return 1
+}
+
+# hadisk NODE_DIR NODE ARGS...: the CLI with a node's environment.
+hadisk() {
+    local dir=$1 node=$2
+    shift 2
+    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" "$HADISK_BIN" "$@"
+}
+
+start_daemon() { # dir node
+    local dir=$1 node=$2
+    mkdir -p "$dir/run"
+    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" RUST_LOG=warn \
+        "$HADISK_BIN" daemon >>"$dir/daemon.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do [[ -S $dir/run/hadisk.sock ]] && break; sleep 0.1; done
+}
+
+status_field() { # dir node python-expression-on-r
+    hadisk "$1" "$2" status --json | python3 -c "import json,sys; r=json.load(sys.stdin)['resources'][0]; print($3)"
+}
+
+# A pair over two images: alpha (Primary) and beta. With "standalone",
+# beta is never started and alpha is a Primary with no peer.
+start_pair() { # mode imgA imgB
+    local mode=$1 a=$2 b=$3
+    cat >"$work/pair.res" <<EOF
+resource data {
+  net { protocol C; }
+  on alpha { device /dev/nbd0; disk $a; address 127.0.0.1:$(free_port); meta-disk internal; }
+  on beta { device /dev/nbd0; disk $b; address 127.0.0.1:$(free_port); meta-disk internal; }
+}
+EOF
+    hadisk "$work/alpha" alpha create-md --force --yes data >/dev/null
+    start_daemon "$work/alpha" alpha
+    hadisk "$work/alpha" alpha up data >/dev/null
+    if [[ $mode == pair ]]; then
+        hadisk "$work/beta" beta create-md --force --yes data >/dev/null
+        start_daemon "$work/beta" beta
+        hadisk "$work/beta" beta up data >/dev/null
+        until [[ $(status_field "$work/alpha" alpha "r['peer']['connection']") == Connected ]]; do sleep 0.1; done
+    fi
+    local t0
+    t0=$(date +%s.%N)
+    hadisk "$work/alpha" alpha primary --force data >/dev/null
+    if [[ $mode == pair ]]; then
+        until [[ $(status_field "$work/alpha" alpha "r['peer']['replication']+r['peer']['disk']") == EstablishedUpToDate ]]; do
+            sleep 0.05
+        done
+        sync_s=$(python3 -c "import time; print(time.time() - $t0)")
+        usable=$(status_field "$work/alpha" alpha "r['size_bytes']")
+    fi
+    uri="nbd+unix:///data?socket=$work/alpha/run/data.nbd"
+}
+
+start_target() { # name
+    local name=$1
+    case $name in
+        nbdkit)
+            nbdkit -f -U "$work/nbdkit.sock" file "$work/a.img" >"$work/nbdkit.log" 2>&1 &
+            pids+=($!)
+            uri="nbd+unix:///?socket=$work/nbdkit.sock" ;;
+        hadisk) start_pair standalone "$work/a.img" "$work/b.img" ;;
+        pair) start_pair pair "$work/a.img" "$work/b.img" ;;
+        qemu-mirror)
+            local port
+            port=$(free_port)
+            qemu-nbd -f raw --cache=writeback --aio=threads -t -e 8 -b 127.0.0.1 -p "$port" -x b "$work/b.img" \
+                >"$work/qemu-nbd.log" 2>&1 &
+            pids+=($!)
+            wait_uri "nbd://127.0.0.1:$port/b"
+            qemu-storage-daemon \
+                --blockdev driver=file,node-name=fileA,filename="$work/a.img",cache.direct=off,aio=threads \
+                --blockdev driver=raw,node-name=rawA,file=fileA \
+                --blockdev driver=nbd,node-name=nbdB,server.type=inet,server.host=127.0.0.1,server.port="$port",export=b \
+                --blockdev driver=quorum,node-name=r0,children.0=rawA,children.1=nbdB,vote-threshold=2,read-pattern=fifo \
+                --nbd-server addr.type=unix,addr.path="$work/qsd.sock" \
+                --export type=nbd,id=exp0,node-name=r0,name=r0,writable=on >"$work/qsd.log" 2>&1 &
+            pids+=($!)
+            uri="nbd+unix:///r0?socket=$work/qsd.sock" ;;
+        *) echo "unknown target $name" >&2; exit 2 ;;
+    esac
+    wait_uri "$uri"
+}
+
+jobs=(
+    "seqwrite_1m_qd8|--rw=write --bs=1m --iodepth=8"
+    "randwrite_4k_qd32|--rw=randwrite --bs=4k --iodepth=32"
+    "randread_4k_qd32|--rw=randread --bs=4k --iodepth=32"
+    "randwrite_4k_qd1|--rw=randwrite --bs=4k --iodepth=1"
+    "seqwrite_1m_fsync16|--rw=write --bs=1m --iodepth=1 --fsync=16"
+)
+
+run_fio() { # uri job args out
+    # shellcheck disable=SC2086
+    fio --name="$2" --ioengine=nbd --uri="$1" --size="${FIO_SIZE_MIB}m" --time_based \
+        --runtime="$RUNTIME_S" --ramp_time=1 --invalidate=0 --group_reporting \
+        --output-format=json --output="$4" $3 >/dev/null
+}
+
+figures() {
+    python3 - "$1" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+w, r = j["write"], j["read"]
+side = w if w["io_bytes"] > 0 else r
+lat = side["clat_ns"]
+p99 = lat.get("percentile", {}).get("99.000000", 0) / 1000
+print(f"{side['bw_bytes']/1e9:.3f} {side['iops']:.0f} {lat['mean']/1000:.1f} {p99:.1f}")
+PY
+}
+
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$work/seed.img"
+declare -A result
+sync_line=""
+for target in $TARGETS; do
+    cp "$work/seed.img" "$work/a.img"
+    cp "$work/seed.img" "$work/b.img"
+    sync
+    start_target "$target"
+    if [[ $target == pair ]]; then
+        sync_mbs=$(python3 -c "print(f'{$usable / $sync_s / 1e6:.0f}')")
+        echo "pair: initial full sync of $usable bytes in ${sync_s} s = $sync_mbs MB/s" >&2
+    fi
+    for entry in "${jobs[@]}"; do
+        job=${entry%%|*}
+        run_fio "$uri" "$job" "${entry#*|}" "$work/$target.$job.json"
+        result[$target.$job]=$(figures "$work/$target.$job.json")
+        echo "$target $job: ${result[$target.$job]}" >&2
+    done
+    if [[ $target == pair ]]; then
+        # Protocol C: after the writes, both disks' usable areas are equal.
+        a_sum=$(head -c "$usable" "$work/a.img" | sha256sum | cut -d' ' -f1)
+        b_sum=$(head -c "$usable" "$work/b.img" | sha256sum | cut -d' ' -f1)
+        [[ $a_sum == "$b_sum" ]] || { echo "pair: the disks differ after the run" >&2; exit 1; }
+    fi
+    stop_all
+done
+
+if [[ " $TARGETS " == *" pair "* ]]; then
+    # nbdcopy copying the same bytes between the same two disks, each
+    # exported by nbdkit (one NBD connection per side, as the link is one).
+    cp "$work/seed.img" "$work/a.img"
+    sync
+    nbdkit -f -U "$work/src.sock" file "$work/a.img" >/dev/null 2>&1 &
+    pids+=($!)
+    nbdkit -f -U "$work/dst.sock" file "$work/b.img" >/dev/null 2>&1 &
+    pids+=($!)
+    wait_uri "nbd+unix:///?socket=$work/src.sock"
+    wait_uri "nbd+unix:///?socket=$work/dst.sock"
+    t0=$(date +%s.%N)
+    nbdcopy --length="$usable" "nbd+unix:///?socket=$work/src.sock" "nbd+unix:///?socket=$work/dst.sock"
+    copy_s=$(python3 -c "import time; print(time.time() - $t0)")
+    stop_all
+    copy_mbs=$(python3 -c "print(f'{$usable / $copy_s / 1e6:.0f}')")
+    sync_line="| initial full sync of $((usable >> 20)) MiB | MB/s | $sync_mbs | nbdcopy between the same two disks (nbdkit both sides): $copy_mbs MB/s | $(python3 -c "print(f'{$sync_mbs / $copy_mbs:.2f}x')") of nbdcopy |"
+fi
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
+val() { echo "${result[$1.$2]:-}" | cut -d' ' -f"$3"; }
+
+table=$(
+    echo "| workload | metric | ${TARGETS// / | } | pair / nbdkit | pair / QEMU mirror | pair / standalone |"
+    printf '|---|---|'; for _ in $TARGETS; do printf -- '---|'; done; echo '---|---|---|'
+    for entry in "${jobs[@]}"; do
+        job=${entry%%|*}
+        case $job in
+            seqwrite*) metrics="GB/s:1" ;;
+            *qd1) metrics="mean_us:3 p99_us:4" ;;
+            *) metrics="IOPS:2" ;;
+        esac
+        for m in $metrics; do
+            label=${m%%:*}; field=${m##*:}
+            row="| $job | $label |"
+            for target in $TARGETS; do row+=" $(val "$target" "$job" "$field") |"; done
+            p=$(val pair "$job" "$field")
+            for base in nbdkit qemu-mirror hadisk; do
+                b=$(val "$base" "$job" "$field")
+                if [[ -z $p || -z $b ]]; then row+=" |"
+                elif [[ $label == *_us ]]; then row+=" $(ratio "$b" "$p") |"
+                else row+=" $(ratio "$p" "$b") |"; fi
+            done
+            echo "$row"
+        done
+    done
+)
+note="Produced by \`bench/repl-compare.sh\`: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared), \
+${SIZE_MIB} MiB random-filled files on $(df -T "$work" | awk 'NR==2{print $2}'), page cache, \
+fio ioengine=nbd over a Unix socket, ${FIO_SIZE_MIB} MiB range, ${RUNTIME_S} s per job, one round, \
+target-major order (each server started once for all jobs). pair = two hadisk daemons on \
+loopback, protocol C (a write completes when both disks have it), the Primary's export measured \
+after the initial full sync; hadisk = one daemon, a Primary with no peer; qemu-mirror = \
+qemu-storage-daemon quorum (vote-threshold 2) of a local raw file and qemu-nbd over loopback TCP. \
+Ratios: higher is better (for latency, base/pair)."
+
+echo
+echo "$table"
+[[ -n $sync_line ]] && { echo; echo "$sync_line"; }
+echo
+echo "$note"
+
+if [[ -n "$RESULTS" ]]; then
+    python3 - "$RESULTS" "$table" "$sync_line" "$note" <<'PY'
+import sys, re, os
+path, table, sync_line, note = sys.argv[1:5]
+section = "## Replication\n\n" + table + "\n\n"
+if sync_line:
+    section += "| sync | metric | hadisk | baseline | ratio |\n|---|---|---|---|---|\n" + sync_line + "\n\n"
+section += note + "\n"
+notes = os.path.join(os.path.dirname(path), "repl-notes.md")
+if os.path.exists(notes):
+    section += "\n" + open(notes).read().strip() + "\n"
+text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+pattern = re.compile(r"## Replication\n.*?(?=\n## |\Z)", re.S)
+text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+open(path, "w").write(text.rstrip("\n") + "\n")
+PY
+fi
