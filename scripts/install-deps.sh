@@ -6,7 +6,8 @@
 set -euo pipefail
 PKGS=(libnbd-bin python3-libnbd qemu-utils nbdkit fio nbd-client fuse3
       e2fsprogs xfsprogs util-linux iproute2 procps psmisc
-      iputils-arping resource-agents libxml2-utils)  # agent: GARP; ocf-tester + its xmllint
+      iputils-arping resource-agents libxml2-utils  # agent: GARP; ocf-tester + its xmllint
+      nfs-ganesha nfs-ganesha-vfs libnfs-utils)      # tests/ha_nfs, bench/failover.sh
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,40 @@
+#!/bin/sh
+# resource.d/nbdloop, called as `nbdloop RES start|stop|status` by the
+# agent: the daemon's NBD export of RES (unix socket @RUN@/RES.nbd) as a
+# loop device, through nbdfuse (no kernel nbd on this machine).
+# Invariants: nbdfuse runs in its own session (it must outlive this script
+# and not hold the agent's pipes); its PID is kept in nbdfuse.RES.pid and the
+# loop device in loop.RES, so a crash test can kill and detach exactly them.
+d=@HA@
+fuse=$d/fuse.$1
+case "$2" in
+start)
+  mkdir -p "$fuse"
+  if ! mountpoint -q "$fuse"; then
+    # setsid without -f: not a group leader here, so it execs and $! is nbdfuse
+    setsid nbdfuse "$fuse" --unix "@RUN@/$1.nbd" </dev/null >/dev/null 2>&1 &
+    echo $! > "$d/nbdfuse.$1.pid"
+    i=0; until [ -e "$fuse/nbd" ]; do
+      i=$((i+1)); [ $i -gt 200 ] && { echo "nbdfuse did not start on $fuse" >&2; exit 1; }
+      sleep 0.02
+    done
+  fi
+  [ -s "$d/loop.$1" ] && losetup "$(cat "$d/loop.$1")" >/dev/null 2>&1 && exit 0
+  losetup -f --show "$fuse/nbd" > "$d/loop.$1" || exit 1
+  # let Filesystem::LABEL= find it at once
+  blkid -p "$(cat "$d/loop.$1")" >/dev/null 2>&1; exit 0 ;;
+stop)
+  if [ -s "$d/loop.$1" ]; then
+    l=$(cat "$d/loop.$1"); losetup -d "$l" 2>/dev/null
+    i=0; while losetup "$l" >/dev/null 2>&1; do
+      i=$((i+1)); [ $i -gt 100 ] && { echo "$l still attached (the fs mounted elsewhere?)" >&2; exit 1; }
+      sleep 0.05
+    done
+    rm -f "$d/loop.$1"
+  fi
+  if mountpoint -q "$fuse"; then umount "$fuse" || exit 1; fi
+  rm -f "$d/nbdfuse.$1.pid"
+  exit 0 ;;
+status)
+  [ -s "$d/loop.$1" ] && losetup "$(cat "$d/loop.$1")" >/dev/null 2>&1 || exit 3 ;;
+esac
