@@ -356,7 +356,16 @@ impl Driver {
         self.pending.push_back(Event::IoDone { io, ok });
     }
 
-    fn read(&self, io: IoId, offset_bytes: u64, len_bytes: u32) {
+    fn read(&mut self, io: IoId, offset_bytes: u64, len_bytes: u32) {
+        if self.io.mode != IoMode::Blocking {
+            // A resync read served from the page cache needs no thread hop.
+            let mut buf = vec![0u8; len_bytes as usize];
+            if let Ok(true) = self.io.disk.read_at_cached(&mut buf, offset_bytes) {
+                let data = Some(Bytes::from(buf));
+                self.pending.push_back(Event::ReadDone { io, data });
+                return;
+            }
+        }
         let tx = self.inputs.clone();
         let disk = self.io.disk.clone();
         tokio::task::spawn_blocking(move || {

@@ -45,8 +45,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Bytes the writer buffers before a socket write (many small frames
 /// become one syscall; large payloads pass through).
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
-/// Read buffer growth step.
-const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Read buffer growth step. Received payloads share the buffer (zero
+/// copy), so a fresh one is allocated only when less than
+/// [`READ_MIN_SPARE_BYTES`] is left, not at every read.
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// Spare capacity below which the read buffer is grown.
+const READ_MIN_SPARE_BYTES: usize = 64 * 1024;
 
 /// What the link needs to know, from the resource file.
 #[derive(Clone)]
@@ -509,7 +513,9 @@ async fn read_loop(
             }
         }
         let buf: &mut BytesMut = decoder.buffer_mut();
-        buf.reserve(READ_CHUNK_BYTES);
+        if buf.capacity() - buf.len() < READ_MIN_SPARE_BYTES {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
         match tokio::time::timeout(deadline, read.read_buf(buf)).await {
             Ok(Ok(0)) => break "the peer closed the connection".to_string(),
             Ok(Ok(_)) => {}

@@ -40,6 +40,9 @@ use crate::status::{PeerStatus, ResourceStatus, ResyncStatus};
 /// Largest zeroing request turned into a replicated write of zeros (the
 /// NBD server's request cap is the same order).
 const MAX_ZERO_WRITE_BYTES: u32 = 32 * 1024 * 1024;
+/// Resync requests in flight (of the core's 1 MiB chunks): enough to keep
+/// a loopback or LAN link busy while the target writes.
+const RESYNC_REQUESTS: usize = 16;
 /// The unit the core replicates.
 const SECTOR_BYTES: u64 = hadisk_peer_proto::frame::SECTOR_BYTES;
 
@@ -138,6 +141,7 @@ impl Resource {
             rand::random(),
         );
         cfg.al_extents = opened.al_extents;
+        cfg.resync_requests = RESYNC_REQUESTS;
         let image = attached.bitmap.clone();
         let (core, initial) =
             hadisk_core::Resource::new(cfg, attached).map_err(|e| core_err(name, e))?;
