@@ -286,6 +286,13 @@ impl Resource {
             self.set_peer_disk(Some(DiskState::Outdated));
         } else {
             self.set_peer_disk(None);
+            if self.disk >= DiskState::Inconsistent {
+                // We may now hold the only copy of writes the Primary
+                // acknowledged (it may have crashed): make them durable
+                // rather than trust the disk cache until someone flushes.
+                let io = self.next_io();
+                self.out.push(Action::FlushLocal { io });
+            }
         }
         self.secondary_lost_peer();
         self.primary_lost_peer();
