@@ -249,6 +249,9 @@ table=$(
     echo "$row"
 )
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$repo" diff --quiet HEAD -- replicator crates metadata 2>/dev/null; then
+    commit="$commit (+ uncommitted changes in the working tree)"
+fi
 note="Ratios are to nbdkit (higher is better; for latency the ratio is nbdkit/target). \
 $(date -u +%Y-%m-%dT%H:%MZ), hadisk at $commit, $(nproc) cores (shared), ${SIZE_MIB} MiB random-filled files on \
 $(df -T "$work" | awk 'NR==2{print $2}'), page cache, fio ${FIO_SIZE_MIB} MiB range, \
