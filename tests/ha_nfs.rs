@@ -335,6 +335,18 @@ impl Cluster {
         b.start_daemon();
         a.hadisk(&["up", RES]);
         b.hadisk(&["up", RES]);
+        // Connected first: a `primary --force` racing the first handshake
+        // can leave the pair StandAlone ("this node should become
+        // SyncSource but its disk is not consistent [just-created-peer]").
+        wait_for(
+            "both nodes Connected",
+            || {
+                [&a, &b]
+                    .iter()
+                    .all(|n| n.resource()["peer"]["connection"] == "Connected")
+            },
+            || format!("{}\n{}", a.resource(), b.resource()),
+        );
         a.hadisk(&["primary", "--force", RES]);
         let in_sync = |a: &HaNode, b: &HaNode| {
             [a, b].iter().all(|n| {
