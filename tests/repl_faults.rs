@@ -197,3 +197,23 @@ fn a_connected_pair_refuses_two_primaries_and_demotion_under_clients() {
     pair.b.ok(&["primary", RES]);
     assert_eq!(pair.a.resource_status(RES)["peer"]["role"], "Primary");
 }
+
+#[test]
+fn up_wait_honours_wfc_timeout_and_returns_connected_when_the_peer_is_there() {
+    let mut pair = Pair::new(RES, 32 * MIB, "");
+    // startup { } goes beside net { }: write_res puts `net` text inside net,
+    // so close it and open the startup section.
+    pair.write_res("} startup { wfc-timeout 2; degr-wfc-timeout 1;");
+    let (_da, _db) = pair.daemons();
+    // No peer yet: waits wfc-timeout, then goes on degraded (success).
+    let start = std::time::Instant::now();
+    let out = pair.a.ok(&["up", "--wait", RES]);
+    assert!(
+        out.contains("the peer did not connect within the wfc-timeout: going on degraded"),
+        "{out}"
+    );
+    assert!(start.elapsed() >= std::time::Duration::from_secs(2));
+    // With the peer up it returns once connected.
+    let out = pair.b.ok(&["up", "--wait", RES]);
+    assert!(out.ends_with("; connected\n"), "{out}");
+}
