@@ -34,6 +34,8 @@ use harness::*;
 const RES: &str = "data";
 /// The replication port on each node's own address.
 const REPL_PORT: u16 = 7789;
+/// The replication subnet when it has its own link (eth1).
+const REPL_NET: &str = "10.78.0";
 /// Each node's replicated disk.
 const DISK_BYTES: u64 = 64 << 20;
 /// Files the client writes stay below libnfs 4.0's NFSv4 WRITE limit (3944
@@ -247,9 +249,11 @@ impl HaNode {
             }
             let _ = std::fs::remove_file(ha.join("loop.data"));
         }
+        // unconditionally: a FUSE mount whose nbdfuse died fails `stat`
+        // (ENOTCONN), so `mountpoint` would call it no mount point
         let fuse = path_str(&ha.join("fuse.data"));
-        if run_ok("mountpoint", &["-q", &fuse]) {
-            let _ = run_ok("umount", &[&fuse]);
+        if !run_ok("umount", &[&fuse]) {
+            let _ = run_ok("umount", &["-l", &fuse]);
         }
         let _ = run_ok(
             "ip",
@@ -301,6 +305,13 @@ impl Cluster {
     /// Both nodes up, synced, ext4 made, agents started, the group running
     /// on alpha with NFS answering through the VIP.
     fn new(grace: u32) -> Cluster {
+        Self::with(grace, false)
+    }
+
+    /// As [`Cluster::new`]; with `repl_link`, replication runs over its own
+    /// veth pair (`eth1`, REPL_NET) between the nodes instead of the bridge
+    /// that carries the heartbeats, the VIP and the client.
+    fn with(grace: u32, repl_link: bool) -> Cluster {
         need_root();
         for c in [
             "nbdfuse",
@@ -319,11 +330,28 @@ impl Cluster {
         let ns_a = net.host("a", 1);
         let ns_b = net.host("b", 2);
         let client_ns = net.host("c", 20);
+        let repl_net = if repl_link {
+            sh(
+                "ip",
+                &[
+                    "link", "add", "eth1", "netns", &ns_a, "type", "veth", "peer", "name", "eth1",
+                    "netns", &ns_b,
+                ],
+            );
+            for (ns, host) in [(&ns_a, 1), (&ns_b, 2)] {
+                let addr = format!("{REPL_NET}.{host}/24");
+                sh("ip", &["-n", ns, "addr", "add", &addr, "dev", "eth1"]);
+                sh("ip", &["-n", ns, "link", "set", "eth1", "up"]);
+            }
+            REPL_NET
+        } else {
+            NET
+        };
         let label = format!("hn{}{}", std::process::id() % 100_000, now_ms() % 1000);
         let mut a = HaNode::new("alpha", &ns_a, &label, grace);
         let mut b = HaNode::new("beta", &ns_b, &label, grace);
         let res = format!(
-            "resource {RES} {{\n  net {{ ping-int 1; ping-timeout 5; timeout 20; connect-int 1; }}\n  on alpha {{ device /dev/nbd0; disk {}; address {NET}.1:{REPL_PORT}; meta-disk internal; }}\n  on beta {{ device /dev/nbd0; disk {}; address {NET}.2:{REPL_PORT}; meta-disk internal; }}\n}}\n",
+            "resource {RES} {{\n  net {{ ping-int 1; ping-timeout 5; timeout 20; connect-int 1; }}\n  on alpha {{ device /dev/nbd0; disk {}; address {repl_net}.1:{REPL_PORT}; meta-disk internal; }}\n  on beta {{ device /dev/nbd0; disk {}; address {repl_net}.2:{REPL_PORT}; meta-disk internal; }}\n}}\n",
             HaNode::disk_of(&a.node).display(),
             HaNode::disk_of(&b.node).display(),
         );
@@ -604,6 +632,106 @@ fn kill_9_of_the_active_node_under_nfs_writes_fails_over_with_every_file() {
         written.len(),
         written.len()
     );
+}
+
+/// Writes files `from..to` through the VIP (retrying each under a fresh
+/// name until one is acknowledged); their names and checksums.
+fn write_files(c: &Cluster, tag: &str, n: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while out.len() < n as usize {
+        i += 1;
+        assert!(i < 50 * n, "the client cannot write through the VIP");
+        let (name, body) = (format!("{tag}{i:05}.txt"), content(i));
+        if c.put(&name, &body) {
+            out.push((name, sha256_hex(&body)));
+        }
+    }
+    out
+}
+
+/// Every file reads back through the VIP with its checksum.
+fn assert_files(c: &Cluster, files: &[(String, String)]) {
+    for (name, sum) in files {
+        assert_eq!(
+            &sha256_hex(&c.get_eventually(name)),
+            sum,
+            "{name} via the VIP"
+        );
+    }
+}
+
+/// After a failover to beta, alpha (the preferred node) returns: its
+/// daemon reconnects and resyncs from beta, and only then (auto_failback
+/// on) beta stops the group right to left and alpha starts it; every file
+/// written through either node reads back through the VIP.
+#[test]
+fn auto_failback_after_the_old_node_returns_and_resyncs() {
+    let mut c = Cluster::new(0);
+    let mut files = write_files(&c, "a", 5);
+    c.a.crash();
+    wait_for("beta to take over", || c.running_on_b(), || c.b.explain());
+    files.extend(write_files(&c, "b", 5));
+
+    c.a.start_daemon();
+    c.a.hadisk(&["up", RES]);
+    c.a.start_agent();
+    wait_for(
+        "alpha to hold the group again",
+        || {
+            c.a.node.group_state(0) == "Running"
+                && Net::has_vip(&c.a.node.ns)
+                && !Net::has_vip(&c.b.node.ns)
+        },
+        || format!("{}\n{}", c.a.explain(), c.b.explain()),
+    );
+    let log_b = c.b.node.log();
+    assert!(
+        log_b.contains("handing over: failing back to the preferred node"),
+        "{log_b}"
+    );
+    // the hand-over came after the resync: alpha is UpToDate and Primary
+    let ra = c.a.resource();
+    assert_eq!(ra["role"], "Primary", "{ra}");
+    assert_eq!(ra["disk"], "UpToDate", "{ra}");
+    assert_eq!(c.b.resource()["role"], "Secondary");
+    assert_files(&c, &files);
+    files.extend(write_files(&c, "c", 3));
+    assert_files(&c, &files);
+}
+
+/// The heartbeat link (the bridge) cut while the replication link (its own
+/// veth pair) is up: beta finds the peer dead but sees it Primary on the
+/// replication link and does not take over; alpha keeps serving, and after
+/// the link returns nothing moved.
+#[test]
+fn heartbeat_link_cut_with_the_replication_link_up_is_no_takeover() {
+    let c = Cluster::with(0, true);
+    let files = write_files(&c, "a", 3);
+    c._net.link("a", false);
+    wait_for(
+        "beta to refuse the takeover",
+        || {
+            c.b.node
+                .log()
+                .contains("not starting: the replication link shows the peer Primary")
+        },
+        || c.b.explain(),
+    );
+    assert_ne!(c.b.node.group_state(0), "Running", "{}", c.b.explain());
+    assert!(!Net::has_vip(&c.b.node.ns));
+    assert_eq!(c.b.resource()["role"], "Secondary");
+    assert_eq!(c.a.resource()["role"], "Primary");
+    assert_eq!(c.a.node.group_state(0), "Running", "{}", c.a.explain());
+
+    c._net.link("a", true);
+    wait_for(
+        "beta to hear alpha again",
+        || c.b.node.status()["peer_liveness"] == "Alive",
+        || c.b.explain(),
+    );
+    assert!(Net::has_vip(&c.a.node.ns) && !Net::has_vip(&c.b.node.ns));
+    assert_files(&c, &files);
 }
 
 /// Milliseconds since midnight UTC of a tracing line's RFC 3339 timestamp.

@@ -9,6 +9,8 @@ d=@HA@
 fuse=$d/fuse.$1
 case "$2" in
 start)
+  # a FUSE mount left by an nbdfuse that died (a crash) fails stat: drop it
+  stat "$fuse" >/dev/null 2>&1 || umount -l "$fuse" 2>/dev/null
   mkdir -p "$fuse"
   if ! mountpoint -q "$fuse"; then
     # setsid without -f: not a group leader here, so it execs and $! is nbdfuse
