@@ -102,6 +102,10 @@ pub struct Io {
 const SLOW_WRITE: Duration = Duration::from_millis(2);
 /// Allowance per MiB written (a copy at 1 GB/s).
 const SLOW_WRITE_PER_MIB: Duration = Duration::from_millis(1);
+/// Larger writes always go to the blocking pool: a 1 MiB copy takes
+/// ~0.3 ms or more, long enough that running several in parallel (and not
+/// stalling the driver) beats saving the thread hop.
+const INLINE_MAX_BYTES: usize = 128 * 1024;
 /// How long writes stay on the blocking pool after a slow one.
 const SLOW_PERIOD: Duration = Duration::from_secs(1);
 
@@ -264,7 +268,7 @@ impl Driver {
                     fua,
                 } => {
                     let disk = self.io.disk.clone();
-                    if !fua && self.inline_io() {
+                    if !fua && data.len() <= INLINE_MAX_BYTES && self.inline_io() {
                         self.write_inline(io, offset_bytes, &data);
                         continue;
                     }
