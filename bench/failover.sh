@@ -59,7 +59,7 @@ kill -9 of the whole active node (daemon, agent, ganesha, nbdfuse; its
 mounts, loop device and VIP removed) to the client's first successful
 \`nfs-cat\` through the VIP (libnfs-utils, NFSv4, 0.5 s per attempt, 20 ms
 apart). ha.cf: \`keepalive 200ms\`, \`deadtime 1\`. Group: \`hadisk::data
-nbdloop::data Filesystem::LABEL=…::ext4::sync,dirsync IPaddr::VIP ganesha::data\`.
+nbdloop::data Filesystem::…/dev.data::ext4::sync,dirsync IPaddr::VIP ganesha::data\`.
 Median of $RUNS fresh clusters per row; each step in ms, from the standby
 agent's log (step = next step's start − its start).
 

@@ -1,7 +1,7 @@
 //! HA NFS end to end: two nodes (network namespaces on a bridge, as the
 //! recipe in shared/testing/nfs-failover.md) each run `hadisk daemon`
 //! (replication on its namespace's address, port 7789) and `hadisk agent`;
-//! the group `hadisk::data nbdloop::data Filesystem::LABEL=… IPaddr::VIP
+//! the group `hadisk::data nbdloop::data Filesystem::…/dev.data IPaddr::VIP
 //! ganesha::data` makes the replicated volume a loop device (nbdfuse +
 //! losetup), mounts its ext4 and serves it with nfs-ganesha on the VIP; a
 //! client namespace uses libnfs-utils (`nfs-cp`, `nfs-cat`, NFSv4) through
@@ -114,7 +114,7 @@ struct HaNode {
 }
 
 impl HaNode {
-    fn new(name: &str, ns: &str, label: &str, grace: u32) -> HaNode {
+    fn new(name: &str, ns: &str, grace: u32) -> HaNode {
         let mnt_placeholder = "@MNT@";
         let node = AgentNode::new(name, ns, &hacf(""), "s3cret", "");
         let mnt = node.dir.path().join("srv");
@@ -122,7 +122,8 @@ impl HaNode {
         std::fs::write(
             node.ha_dir().join("haresources"),
             format!(
-                "alpha hadisk::{RES} nbdloop::{RES} Filesystem::LABEL={label}::{}::ext4::{MOUNT_OPTS} IPaddr::{VIP}/{PREFIX}/eth0:0 ganesha::{RES}\n",
+                "alpha hadisk::{RES} nbdloop::{RES} Filesystem::{}/dev.{RES}::{}::ext4::{MOUNT_OPTS} IPaddr::{VIP}/{PREFIX}/eth0:0 ganesha::{RES}\n",
+                node.ha_dir().display(),
                 mnt.display()
             ),
         )
@@ -348,8 +349,8 @@ impl Cluster {
             NET
         };
         let label = format!("hn{}{}", std::process::id() % 100_000, now_ms() % 1000);
-        let mut a = HaNode::new("alpha", &ns_a, &label, grace);
-        let mut b = HaNode::new("beta", &ns_b, &label, grace);
+        let mut a = HaNode::new("alpha", &ns_a, grace);
+        let mut b = HaNode::new("beta", &ns_b, grace);
         let res = format!(
             "resource {RES} {{\n  net {{ ping-int 1; ping-timeout 5; timeout 20; connect-int 1; }}\n  on alpha {{ device /dev/nbd0; disk {}; address {repl_net}.1:{REPL_PORT}; meta-disk internal; }}\n  on beta {{ device /dev/nbd0; disk {}; address {repl_net}.2:{REPL_PORT}; meta-disk internal; }}\n}}\n",
             HaNode::disk_of(&a.node).display(),

@@ -4,7 +4,7 @@
 # loop device, through nbdfuse (no kernel nbd on this machine).
 # Invariants: nbdfuse runs in its own session (it must outlive this script
 # and not hold the agent's pipes); its PID is kept in nbdfuse.RES.pid and the
-# loop device in loop.RES, so a crash test can kill and detach exactly them.
+# loop device in loop.RES (symlinked as dev.RES), so a crash test can kill and detach exactly them.
 d=@HA@
 fuse=$d/fuse.$1
 case "$2" in
@@ -21,10 +21,13 @@ start)
       sleep 0.02
     done
   fi
-  [ -s "$d/loop.$1" ] && losetup "$(cat "$d/loop.$1")" >/dev/null 2>&1 && exit 0
-  losetup -f --show "$fuse/nbd" > "$d/loop.$1" || exit 1
-  # let Filesystem::LABEL= find it at once
-  blkid -p "$(cat "$d/loop.$1")" >/dev/null 2>&1; exit 0 ;;
+  if ! { [ -s "$d/loop.$1" ] && losetup "$(cat "$d/loop.$1")" >/dev/null 2>&1; }; then
+    losetup -f --show "$fuse/nbd" > "$d/loop.$1" || exit 1
+  fi
+  # a stable name for Filesystem::$d/dev.RES (the loop number varies;
+  # LABEL= lookups through libblkid's cache were flaky with loop devices
+  # coming and going)
+  ln -sfn "$(cat "$d/loop.$1")" "$d/dev.$1"; exit 0 ;;
 stop)
   if [ -s "$d/loop.$1" ]; then
     l=$(cat "$d/loop.$1"); losetup -d "$l" 2>/dev/null
@@ -32,7 +35,7 @@ stop)
       i=$((i+1)); [ $i -gt 100 ] && { echo "$l still attached (the fs mounted elsewhere?)" >&2; exit 1; }
       sleep 0.05
     done
-    rm -f "$d/loop.$1"
+    rm -f "$d/loop.$1" "$d/dev.$1"
   fi
   if mountpoint -q "$fuse"; then umount "$fuse" || exit 1; fi
   rm -f "$d/nbdfuse.$1.pid"
