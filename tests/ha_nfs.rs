@@ -44,10 +44,11 @@ const FILE_BYTES: usize = 2000;
 /// Per-attempt timeout of a client call: a call sent into the failover
 /// window would otherwise wait for TCP's SYN retransmit.
 const CLIENT_TIMEOUT: &str = "0.5";
-/// The ext4 is mounted synchronous: ganesha answers NFS WRITEs (libnfs
-/// sends them UNSTABLE and `nfs-cp` never COMMITs) once they are in the
-/// page cache, so without `sync` a file the client saw written lives only
-/// in the dead node's memory (as kernel nfsd's `sync` export option).
+/// The ext4 is mounted synchronous (as kernel nfsd's `sync` export
+/// option): without it a file that `nfs-cp` had reported written was missing
+/// after the failover (seen in this test: ganesha answered the client while
+/// the data was still only in the dead node's page cache; `nfs-cp` does no
+/// durable commit the client could wait for).
 const MOUNT_OPTS: &str = "sync,dirsync";
 
 const NBDLOOP: &str = include_str!("ha_nfs/nbdloop.sh");
