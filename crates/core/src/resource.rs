@@ -108,6 +108,8 @@ pub(crate) struct AppWrite {
     /// Sent to the peer and not yet acknowledged.
     pub peer_wait: bool,
     pub sent_to_peer: bool,
+    /// The peer acknowledged it (it is on the peer's disk).
+    pub peer_acked: bool,
     /// Holds AL references (taken when started).
     pub al_held: bool,
 }

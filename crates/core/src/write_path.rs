@@ -56,6 +56,7 @@ impl Resource {
             local_ok: None,
             peer_wait: false,
             sent_to_peer: false,
+            peer_acked: false,
             al_held: false,
         };
         self.writes.insert(id, w);
@@ -202,6 +203,7 @@ impl Resource {
             return;
         }
         w.peer_wait = false;
+        w.peer_acked = ok;
         if !ok {
             w.sent_to_peer = false;
             let (o, l) = (w.offset_bytes, w.data.len() as u64);
@@ -223,7 +225,11 @@ impl Resource {
         };
         let len = w.data.len() as u64;
         self.unlock_span(w.offset_bytes, len);
-        let result = if local_ok {
+        // With the local disk failed, a write the peer does not have cannot
+        // be vouched for: the bitmap bit and the new generation that would
+        // record it can no longer be persisted.
+        let vouched = w.peer_acked || self.disk != DiskState::Failed;
+        let result = if local_ok && vouched {
             Ok(())
         } else {
             Err(CoreError::LocalIo { disk: self.disk })

@@ -656,6 +656,13 @@ impl World {
         let Some(write) = self.nodes[i].clients.remove(&req) else {
             return;
         };
+        if self.opts.trace {
+            let name = self.nodes[i].name;
+            self.log(format!(
+                "{name} client request {} (write {write}) done, ok {ok}",
+                req.0
+            ));
+        }
         if let Some((node, r, _)) = self.final_flush {
             if node == i && r == req {
                 self.final_flush = Some((node, r, ok));
