@@ -40,6 +40,8 @@ use crate::status::{PeerStatus, ResourceStatus, ResyncStatus};
 /// Largest zeroing request turned into a replicated write of zeros (the
 /// NBD server's request cap is the same order).
 const MAX_ZERO_WRITE_BYTES: u32 = 32 * 1024 * 1024;
+/// Longest wait at detach for the driver to finish what is in flight.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Resync requests in flight (of the core's 1 MiB chunks): enough to keep
 /// a loopback or LAN link busy while the target writes.
 const RESYNC_REQUESTS: usize = 16;
@@ -373,11 +375,19 @@ impl Resource {
             .await
             .map_or("Diskless".to_string(), |s| s.disk.to_string());
         let (reply, rx) = oneshot::channel();
-        if self.inputs.send(Input::Stop { reply }).is_ok() {
-            let _ = rx.await;
-        }
+        let stopped = self.inputs.send(Input::Stop { reply }).is_err()
+            || tokio::time::timeout(STOP_TIMEOUT, rx).await.is_ok();
         if let Some(t) = self.driver_task.take() {
-            let _ = t.await;
+            t.abort();
+        }
+        if !stopped {
+            // Not clean: the next `up` then recovers the activity log, so
+            // whatever was still in flight is resynced.
+            bail!(
+                "{}: in-flight I/O did not finish within {} s; the metadata is left as after a crash",
+                self.name,
+                STOP_TIMEOUT.as_secs()
+            );
         }
         let io = self.io.clone();
         blocking(move || {
