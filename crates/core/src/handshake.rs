@@ -9,7 +9,9 @@
 //!
 //! Invariants: application writes wait while the handshake runs (the bitmap
 //! we sent must stay complete); a refusal leaves both sides StandAlone with
-//! the reason in `status`.
+//! the reason in `status`; the `Params` we send describe a settled state:
+//! while a promotion or demotion is being persisted they are held back
+//! until it is durable (a new UUID with the old disk state was refused).
 
 use bytes::Bytes;
 use hadisk_bitmap::{DirtyBitmap, BITMAP_PAGE_BYTES, BLOCKS_PER_PAGE};
@@ -47,13 +49,37 @@ impl Resource {
             return;
         };
         self.link_epoch += 1;
-        let sent = self.my_params();
         self.link = Link::Handshake(Box::new(Handshake {
-            sent,
+            sent: None,
             peer: None,
             peer_bitmap,
             got_last_chunk: false,
         }));
+        self.send_deferred_params();
+    }
+
+    /// A role change whose superblock write is in flight: `promote` has
+    /// already set the new generation UUID but the disk becomes UpToDate
+    /// (and the role Primary) only once it is durable. Params sent now would
+    /// pair the new UUID with the old disk state, a combination both sides
+    /// refuse (e.g. "SyncSource but its disk is not consistent").
+    fn role_change_persisting(&self) -> bool {
+        let usable = self.disk >= DiskState::Inconsistent;
+        usable && (matches!(self.promoting, Some((_, None))) || self.demoting)
+    }
+
+    /// Sends our `Params` and bitmap for a handshake that has not sent
+    /// them yet, unless a role change is still being persisted (then this
+    /// runs again after a later event). Called after every event.
+    pub(crate) fn send_deferred_params(&mut self) {
+        if self.role_change_persisting() {
+            return;
+        }
+        let sent = self.my_params();
+        match &mut self.link {
+            Link::Handshake(h) if h.sent.is_none() => h.sent = Some(sent),
+            _ => return,
+        }
         self.send(Message::Params(sent));
         let pages = self.bitmap.pages();
         for page in 0..pages {
@@ -78,6 +104,8 @@ impl Resource {
                 last: true,
             });
         }
+        // The peer's half may have arrived while ours was held back.
+        self.maybe_decide();
     }
 
     fn handshake_mut(&mut self) -> Option<&mut Handshake> {
@@ -132,7 +160,7 @@ impl Resource {
         let Link::Handshake(h) = &self.link else {
             return;
         };
-        let (Some(peer), true) = (h.peer, h.got_last_chunk) else {
+        let (Some(sent), Some(peer), true) = (h.sent, h.peer, h.got_last_chunk) else {
             return;
         };
         let side = |p: &Params| SideInfo {
@@ -144,7 +172,7 @@ impl Resource {
             discard_my_data: p.discard_my_data,
         };
         let inputs = SyncInputs {
-            local: side(&h.sent),
+            local: side(&sent),
             peer: side(&peer),
             policies: self.cfg.policies,
             local_yields_on_tie: self.cfg.yields_on_tie,
@@ -160,6 +188,11 @@ impl Resource {
         }
         let _ = self.bitmap.merge(&h.peer_bitmap);
         self.connected(&peer, decision.outcome);
+        // A demotion that completed during the handshake: the peer decided
+        // on the role we sent; tell it the current one.
+        if (sent.role, sent.disk, sent.uuids) != (self.role, self.disk, self.sb.uuids) {
+            self.send_state();
+        }
     }
 
     fn connected(&mut self, peer: &Params, outcome: SyncOutcome) {

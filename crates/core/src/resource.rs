@@ -82,7 +82,10 @@ pub(crate) enum Link {
 /// What the handshake has gathered so far.
 #[derive(Debug)]
 pub(crate) struct Handshake {
-    pub sent: Params,
+    /// Our `Params` as sent; `None` while a role change is being persisted
+    /// (they are sent once it is done, so that they describe the state the
+    /// peer will see afterwards, never a half-changed one).
+    pub sent: Option<Params>,
     pub peer: Option<Params>,
     pub peer_bitmap: DirtyBitmap,
     pub got_last_chunk: bool,
@@ -380,6 +383,7 @@ impl Resource {
             Event::Peer(msg) => self.peer_message(msg),
             Event::Admin { cmd, op } => self.admin(cmd, op),
         }
+        self.send_deferred_params();
         std::mem::take(&mut self.out)
     }
 

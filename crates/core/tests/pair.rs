@@ -509,3 +509,37 @@ fn a_write_wider_than_the_activity_log_is_refused_not_hung() {
         "a write of 33554432 bytes spans 9 activity-log extents but al-extents is 7: raise al-extents or use smaller requests"
     );
 }
+
+/// `primary --force` on a new pair whose link comes up while the Primary
+/// flag and the new generation are being persisted: the handshake must
+/// carry the promoted state (UpToDate with the new UUID), not the new UUID
+/// with the old Inconsistent disk, which both sides refused (rule 30) and
+/// left StandAlone for good.
+#[test]
+fn a_link_up_during_a_forced_promotion_handshakes_with_the_promoted_state() {
+    let mut a = fresh(false);
+    let mut b = fresh(true);
+    for n in [&mut a, &mut b] {
+        let connect = AdminOp::Connect {
+            discard_my_data: false,
+        };
+        assert_eq!(n.admin(900, connect), Some(Ok(())));
+    }
+    // The promotion's metadata write is still in flight on A ...
+    assert_eq!(a.admin(1, AdminOp::Promote { force: true }), None);
+    assert!(a.has_io(|x| matches!(x, Action::WriteMeta { .. })));
+    // ... when the link comes up and the handshake starts.
+    a.ev(Event::LinkUp);
+    b.ev(Event::LinkUp);
+    settle(&mut a, &mut b);
+    assert_eq!(a.admin.last().unwrap(), &(CmdId(1), Ok(())));
+    assert_eq!(a.r.status(0).last_error, None);
+    assert_eq!(a.r.connection(), Connection::Connected);
+    assert_eq!(b.r.connection(), Connection::Connected);
+    assert_eq!(a.r.role(), Role::Primary);
+    assert_eq!(a.r.replication(), Replication::Established);
+    assert_eq!(b.r.replication(), Replication::Established);
+    assert_eq!(a.r.disk(), DiskState::UpToDate);
+    assert_eq!(b.r.disk(), DiskState::UpToDate);
+    assert_eq!(a.r.status(0).uuids.current, b.r.status(0).uuids.current);
+}
