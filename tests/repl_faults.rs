@@ -1,6 +1,7 @@
 //! Faults of the peer link with real daemons on loopback: a wrong shared
 //! secret, garbage on the peer port, a peer that stops reading (SIGSTOP),
-//! a Secondary restart, and the role rules of a connected pair.
+//! a Secondary restart, the role rules of a connected pair, and
+//! `primary --force` racing the first connection handshake.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -216,4 +217,69 @@ fn up_wait_honours_wfc_timeout_and_returns_connected_when_the_peer_is_there() {
     // With the peer up it returns once connected.
     let out = pair.b.ok(&["up", "--wait", RES]);
     assert!(out.ends_with("; connected\n"), "{out}");
+}
+
+/// Rounds of `up`, `up`, `primary --force` on a fresh pair.
+const FORCE_RACE_ROUNDS: usize = 20;
+
+/// `primary --force` sent right after both `up`s, while the pair is still
+/// Connecting (its handshake may be in flight, or start while the
+/// promotion is being persisted): it once left the pair StandAlone with
+/// "this node should become SyncSource but its disk is not consistent
+/// [just-created-peer (rule 30)]". Every round must end Connected and in
+/// sync with the promoted node's data on both disks. Alternates the
+/// promoted node (alpha dials the link, beta accepts it).
+#[test]
+fn primary_force_right_after_up_always_ends_connected_and_in_sync() {
+    for round in 0..FORCE_RACE_ROUNDS {
+        let pair = Pair::new(RES, 8 * MIB, "");
+        let (primary, disk) = if round % 2 == 0 {
+            (&pair.a, &pair.disk_a)
+        } else {
+            (&pair.b, &pair.disk_b)
+        };
+        // Data only the promoted node has: the sync must carry it.
+        sh(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "head -c {} /dev/urandom | dd of={} conv=notrunc status=none",
+                    2 * MIB,
+                    disk.display()
+                ),
+            ],
+        );
+        let seeded = sha256_prefix(disk, 2 * MIB);
+        let (_da, _db) = pair.daemons();
+        pair.a.ok(&["up", RES]);
+        pair.b.ok(&["up", RES]);
+        let out = primary.ok(&["primary", "--force", RES]);
+        assert!(
+            out.contains("Primary, disk UpToDate"),
+            "round {round}: {out}"
+        );
+        wait_until(&format!("round {round}: connected and in sync"), 60, || {
+            [&pair.a, &pair.b].iter().all(|n| {
+                let s = n.resource_status(RES);
+                s["peer"]["connection"] == "Connected"
+                    && s["disk"] == "UpToDate"
+                    && s["peer"]["disk"] == "UpToDate"
+                    && s["peer"]["replication"] == "Established"
+            })
+        });
+        let st = primary.resource_status(RES);
+        assert_eq!(st["role"], "Primary", "round {round}: {st}");
+        assert_eq!(
+            st["peer"]["last_error"],
+            serde_json::Value::Null,
+            "round {round}: {st}"
+        );
+        assert_identical(&pair);
+        assert_eq!(
+            sha256_prefix(&pair.disk_a, 2 * MIB),
+            seeded,
+            "round {round}"
+        );
+    }
 }

@@ -45,6 +45,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Resync requests in flight (of the core's 1 MiB chunks): enough to keep
 /// a loopback or LAN link busy while the target writes.
 const RESYNC_REQUESTS: usize = 16;
+/// Longest time `primary` waits for a connection handshake in progress
+/// (the core refuses a promotion during it) before reporting the refusal.
+const PROMOTE_HANDSHAKE_WAIT: Duration = Duration::from_secs(15);
+/// Pause between two promotion attempts while a handshake runs.
+const PROMOTE_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// The unit the core replicates.
 const SECTOR_BYTES: u64 = hadisk_peer_proto::frame::SECTOR_BYTES;
 
@@ -235,13 +240,20 @@ impl Resource {
     }
 
     async fn admin(&self, op: AdminOp) -> anyhow::Result<()> {
+        self.admin_core(op)
+            .await?
+            .map_err(|e| core_err(&self.name, e))
+    }
+
+    /// An admin command; the outer error is a stopped driver, the inner one
+    /// the core's answer (for callers that retry on some of them).
+    async fn admin_core(&self, op: AdminOp) -> anyhow::Result<Result<(), CoreError>> {
         let (reply, rx) = oneshot::channel();
         self.inputs
             .send(Input::Admin { op, reply })
             .map_err(|_| anyhow!("{}: the resource's driver has stopped", self.name))?;
         match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(core_err(&self.name, e)),
+            Ok(r) => Ok(r),
             Err(_) => bail!("{}: the resource's driver has stopped", self.name),
         }
     }
@@ -252,11 +264,32 @@ impl Resource {
         rx.await.ok()
     }
 
-    /// `primary [--force]`.
+    /// `primary [--force]`. A connection handshake in progress (both nodes
+    /// just did `up`) is waited for: the decision between a disconnected
+    /// promotion and the connected `--force` path depends on its outcome.
     pub async fn promote(&mut self, force: bool) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + PROMOTE_HANDSHAKE_WAIT;
+        loop {
+            match self.promote_once(force).await? {
+                Ok(msg) => return Ok(msg),
+                Err(CoreError::Handshaking | CoreError::ForceWhileConnected { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    // The link came up (or its handshake started) after
+                    // the status we decided on: look again.
+                    tokio::time::sleep(PROMOTE_RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(core_err(&self.name, e)),
+            }
+        }
+    }
+
+    /// One promotion attempt from a fresh status; `Ok(Err)` is the core's
+    /// refusal.
+    async fn promote_once(&mut self, force: bool) -> anyhow::Result<Result<String, CoreError>> {
         let st = self.core_status().await;
         if st.as_ref().is_some_and(|s| s.role == Role::Primary) {
-            return Ok(format!("{}: already Primary", self.name));
+            return Ok(Ok(format!("{}: already Primary", self.name)));
         }
         let was_up_to_date = driver::lock(&self.io.meta)
             .md
@@ -290,21 +323,23 @@ impl Resource {
             // and makes it SyncTarget of a full sync.
             info!(resource = %self.name, "primary --force while connected: reconnecting as the sync source");
             self.admin(AdminOp::Disconnect).await?;
-            let promoted = self.admin(AdminOp::Promote { force }).await;
+            let promoted = self.admin_core(AdminOp::Promote { force }).await;
             self.admin(AdminOp::Connect {
                 discard_my_data: false,
             })
             .await?;
-            promoted?;
-        } else {
-            self.admin(AdminOp::Promote { force }).await?;
+            if let Err(e) = promoted? {
+                return Ok(Err(e));
+            }
+        } else if let Err(e) = self.admin_core(AdminOp::Promote { force }).await? {
+            return Ok(Err(e));
         }
         self.gate.serve(self.volume.clone());
-        Ok(format!(
+        Ok(Ok(format!(
             "{}: Primary, disk UpToDate; export {} is served",
             self.name,
             self.socket.display()
-        ))
+        )))
     }
 
     /// `secondary`: refused while NBD clients are connected.
