@@ -156,6 +156,12 @@ cpu_s() {
     awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
+# The tree measured, named before the run (binaries are built from it).
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$repo" diff --quiet HEAD -- replicator crates metadata 2>/dev/null; then
+    commit="$commit (+ uncommitted changes in the working tree)"
+fi
+
 seed="$work/seed.img"
 if [[ ! -f "$seed" ]]; then
     head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$seed"
@@ -248,10 +254,6 @@ table=$(
     for target in $TARGETS; do row+=" ${cpu[$target]} |"; done
     echo "$row"
 )
-commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git -C "$repo" diff --quiet HEAD -- replicator crates metadata 2>/dev/null; then
-    commit="$commit (+ uncommitted changes in the working tree)"
-fi
 note="Ratios are to nbdkit (higher is better; for latency the ratio is nbdkit/target). \
 $(date -u +%Y-%m-%dT%H:%MZ), hadisk at $commit, $(nproc) cores (shared), ${SIZE_MIB} MiB random-filled files on \
 $(df -T "$work" | awk 'NR==2{print $2}'), page cache, fio ${FIO_SIZE_MIB} MiB range, \
