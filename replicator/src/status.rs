@@ -113,38 +113,56 @@ pub fn render_overview(report: &StatusReport) -> String {
             minor, r.name, cstate, r.role, p.role, r.disk, p.disk
         );
         if let Some(s) = &p.resync {
-            let _ = writeln!(out, "\t{}", progress_line(s));
+            let _ = writeln!(out, "\t{}", progress_line(s, &p.replication));
             let _ = writeln!(out, "\t{}", finish_line(s));
         }
     }
     out
 }
 
-/// `[=====>..............] sync'ed: 31.4% (702/1024)M`; the second number is
-/// the total, the first what is still to do, as in /proc/drbd.
-fn progress_line(s: &ResyncStatus) -> String {
-    const WIDTH: usize = 20;
-    let done = (s.done_percent.clamp(0.0, 100.0) / 100.0 * WIDTH as f64) as usize;
-    let mut bar = String::with_capacity(WIDTH + 2);
+/// Width of the progress bar between its brackets, as in /proc/drbd.
+const BAR_WIDTH: u64 = 20;
+
+/// `[=====>..............] sync'ed: 31.4% (702/1024)M` as DRBD's
+/// `drbd_syncer_progress` prints it: the percentage in tenths with its whole
+/// part right-aligned in 3 columns (`sync'ed:  5.3%`, `sync'ed:100.0%`), the
+/// first number what is still to do, the second the total of this resync;
+/// `verified:` in place of `sync'ed:` during an online verify.
+fn progress_line(s: &ResyncStatus, replication: &str) -> String {
+    // Per mille done, truncated as DRBD does (it never shows 100.0% early);
+    // the epsilon keeps 31.4 from truncating to 313 by binary rounding.
+    let res = ((s.done_percent.clamp(0.0, 100.0) * 10.0 + 1e-6) as u64).min(1000);
+    // DRBD: x = res/50 bars, of which the last is '>', then 20-x dots.
+    let x = res / 50;
+    let mut bar = String::with_capacity(BAR_WIDTH as usize + 3);
     bar.push('[');
-    for i in 0..WIDTH {
-        bar.push(match i.cmp(&done) {
-            std::cmp::Ordering::Less => '=',
-            std::cmp::Ordering::Equal => '>',
-            std::cmp::Ordering::Greater => '.',
-        });
+    for _ in 1..x {
+        bar.push('=');
+    }
+    bar.push('>');
+    for _ in 0..BAR_WIDTH.saturating_sub(x) {
+        bar.push('.');
     }
     bar.push(']');
+    let what = if replication.starts_with("Verify") {
+        "verified:"
+    } else {
+        "sync'ed:"
+    };
     const MIB: u64 = 1024 * 1024;
     format!(
-        "{bar} sync'ed: {:.1}% ({}/{})M",
-        s.done_percent,
+        "{bar} {what}{:>3}.{}% ({}/{})M",
+        res / 10,
+        res % 10,
         s.remaining_bytes / MIB,
         s.total_bytes / MIB
     )
 }
 
-/// `finish: 0:00:12 speed: 55,232 (55,232) K/sec`.
+/// `finish: 0:00:12 speed: 55,232 (55,232) K/sec`. DRBD shows the speed of
+/// the last seconds and, in parentheses, the average since the start; the
+/// status report carries one figure, the average since the start (bytes
+/// done / time elapsed), so both places show it.
 fn finish_line(s: &ResyncStatus) -> String {
     let (h, m, sec) = (s.eta_s / 3600, (s.eta_s / 60) % 60, s.eta_s % 60);
     let kib = group_thousands(s.speed_bytes_per_s / 1024);
@@ -226,7 +244,69 @@ mod tests {
         let text = render_overview(&sample("Connected", "SyncSource", Some(resync())));
         assert_eq!(
             text,
-            "  0:data/0  SyncSource Primary/Secondary UpToDate/Inconsistent\n\t[=========>..........] sync'ed: 45.2% (702/1024)M\n\tfinish: 0:00:12 speed: 55,232 (55,232) K/sec\n"
+            "  0:data/0  SyncSource Primary/Secondary UpToDate/Inconsistent\n\t[========>...........] sync'ed: 45.2% (702/1024)M\n\tfinish: 0:00:12 speed: 55,232 (55,232) K/sec\n"
+        );
+    }
+
+    fn at(done_percent: f64, remaining_mib: u64) -> ResyncStatus {
+        ResyncStatus {
+            done_percent,
+            remaining_bytes: remaining_mib << 20,
+            ..resync()
+        }
+    }
+
+    #[test]
+    fn progress_line_pads_and_draws_as_proc_drbd() {
+        assert_eq!(
+            progress_line(&at(0.0, 1024), "SyncSource"),
+            "[>....................] sync'ed:  0.0% (1024/1024)M"
+        );
+        assert_eq!(
+            progress_line(&at(5.39, 970), "SyncTarget"),
+            "[>...................] sync'ed:  5.3% (970/1024)M"
+        );
+        assert_eq!(
+            progress_line(&at(31.4, 702), "SyncSource"),
+            "[=====>..............] sync'ed: 31.4% (702/1024)M"
+        );
+        assert_eq!(
+            progress_line(&at(99.99, 0), "SyncSource"),
+            "[==================>.] sync'ed: 99.9% (0/1024)M"
+        );
+        assert_eq!(
+            progress_line(&at(100.0, 0), "VerifyS"),
+            "[===================>] verified:100.0% (0/1024)M"
+        );
+    }
+
+    #[test]
+    fn finish_line_formats_eta_over_an_hour() {
+        let s = ResyncStatus {
+            eta_s: 3 * 3600 + 7 * 60 + 5,
+            speed_bytes_per_s: 1024 * 1_234_567,
+            ..resync()
+        };
+        assert_eq!(
+            finish_line(&s),
+            "finish: 3:07:05 speed: 1,234,567 (1,234,567) K/sec"
+        );
+    }
+
+    #[test]
+    fn overview_without_resync_is_one_line_per_resource() {
+        let mut report = sample("Connected", "Established", None);
+        report.resources[0].peer.disk = "UpToDate".into();
+        let mut second = report.resources[0].clone();
+        second.name = "logs".into();
+        second.peer.connection = "StandAlone".into();
+        second.peer.role = "Unknown".into();
+        second.peer.disk = "DUnknown".into();
+        second.peer.replication = "Off".into();
+        report.resources.push(second);
+        assert_eq!(
+            render_overview(&report),
+            "  0:data/0  Connected Primary/Secondary UpToDate/UpToDate\n  1:logs/0  StandAlone Primary/Unknown UpToDate/DUnknown\n"
         );
     }
 
