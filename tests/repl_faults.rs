@@ -259,15 +259,23 @@ fn primary_force_right_after_up_always_ends_connected_and_in_sync() {
             out.contains("Primary, disk UpToDate"),
             "round {round}: {out}"
         );
-        wait_until(&format!("round {round}: connected and in sync"), 60, || {
-            [&pair.a, &pair.b].iter().all(|n| {
-                let s = n.resource_status(RES);
-                s["peer"]["connection"] == "Connected"
-                    && s["disk"] == "UpToDate"
-                    && s["peer"]["disk"] == "UpToDate"
-                    && s["peer"]["replication"] == "Established"
-            })
-        });
+        let in_sync = |n: &Node| {
+            let s = n.resource_status(RES);
+            s["peer"]["connection"] == "Connected"
+                && s["disk"] == "UpToDate"
+                && s["peer"]["disk"] == "UpToDate"
+                && s["peer"]["replication"] == "Established"
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !(in_sync(&pair.a) && in_sync(&pair.b)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: not connected and in sync after 60 s:\nalpha {}\nbeta {}",
+                pair.a.resource_status(RES),
+                pair.b.resource_status(RES)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let st = primary.resource_status(RES);
         assert_eq!(st["role"], "Primary", "round {round}: {st}");
         assert_eq!(
