@@ -77,7 +77,12 @@ fn ctrl_c_during_the_demo_stops_the_daemons_and_removes_everything() {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(dir.to_str().unwrap()))
+                .map(|c| {
+                    // Only the daemons: a `hadisk up` the demo is running at
+                    // this moment names the same directory.
+                    let args = String::from_utf8_lossy(&c).into_owned();
+                    args.contains(dir.to_str().unwrap()) && args.split('\0').any(|a| a == "daemon")
+                })
                 .unwrap_or(false)
         })
         .collect::<Vec<_>>();
