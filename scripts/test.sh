@@ -18,5 +18,5 @@ echo "== cargo test"
 # One test binary at a time per crate is cargo's default; inside a binary the
 # tests run in parallel, so every test uses unique names for its sockets,
 # temp dirs, namespaces and loop devices.
-cargo test --workspace --locked 2>&1 | tee /tmp/hadisk-test.log
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee /tmp/hadisk-test.log
 echo "== all tests passed"
