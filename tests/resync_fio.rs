@@ -74,6 +74,41 @@ fn finish_fio(fio: ChildGuard, out: &std::path::Path, mut during: impl FnMut() -
     }
 }
 
+/// `  0:data/0  SyncSource Primary/Secondary UpToDate/Inconsistent`, then
+/// the bar with `sync'ed: 31.4% (702/1024)M` and the `finish:` line.
+fn assert_overview_during_sync(text: &str) {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0], "  0:data/0  SyncSource Primary/Secondary UpToDate/Inconsistent",
+        "{text}"
+    );
+    let bar = lines[1].strip_prefix("\t[").expect(text);
+    let (bar, rest) = bar.split_once("] sync'ed:").expect(text);
+    assert!(
+        (20..=21).contains(&bar.len()) && bar.contains('>'),
+        "bar: {text}"
+    );
+    let (pct, counts) = rest.split_once("% (").expect(text);
+    let pct: f64 = pct.trim().parse().expect(text);
+    assert!((0.0..=100.0).contains(&pct), "{text}");
+    let (left, total) = counts
+        .strip_suffix(")M")
+        .and_then(|c| c.split_once('/'))
+        .expect(text);
+    let (left, total): (u64, u64) = (left.parse().expect(text), total.parse().expect(text));
+    // The usable area: the disk less its metadata (under 2 MiB here).
+    assert!(
+        left <= total && (DISK_BYTES / MIB - 2..DISK_BYTES / MIB).contains(&total),
+        "{text}"
+    );
+    let finish = lines[2].strip_prefix("\tfinish: ").expect(text);
+    assert!(
+        finish.contains(" speed: ") && finish.ends_with(" K/sec"),
+        "{text}"
+    );
+}
+
 fn syncing(node: &Node) -> bool {
     let s = node.resource_status(RES);
     s["peer"]["connection"] == "Connected" && s["peer"]["replication"] == "SyncSource"
@@ -101,9 +136,19 @@ fn fio_verify_passes_and_disks_match_across_resyncs_under_writes() {
     let out1 = pair.a.path("fio1.txt");
     let fio = spawn_fio(&pair.a, "128M", "256M", &out1);
     pair.b.ok(&["up", RES]);
-    let overlapped = finish_fio(fio, &out1, || syncing(&pair.a));
+    let mut overview = None;
+    let overlapped = finish_fio(fio, &out1, || {
+        let text = pair.a.ok(&["overview"]);
+        if text.contains("sync'ed:") {
+            overview.get_or_insert(text);
+        }
+        syncing(&pair.a)
+    });
     pair.wait_in_sync(300);
     assert!(overlapped, "the full sync never ran while fio wrote");
+    // `hadisk overview` during the sync, as drbd-overview shows it.
+    let overview = overview.expect("no overview showed the sync");
+    assert_overview_during_sync(&overview);
     let usable = pair.usable_bytes();
     let (a, b) = pair.checksums(usable);
     assert_eq!(a, b, "disks differ after the full sync under fio");
