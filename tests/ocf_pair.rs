@@ -4,7 +4,7 @@
 //! clone: Inconsistent (not promotable) → synced (10000 on both) → promote
 //! on alpha → promote on beta refused while alpha is Primary → switch-over
 //! to beta → data written through beta's export on both disks → notify →
-//! stop.
+//! stop → Debian's ocf-tester on alpha with beta up as a connected Secondary.
 //!
 //! Pacemaker is not installed, so each node has a stand-in `crm_master` on
 //! its PATH that appends its arguments to the node's `crm_master.log` (the
@@ -253,4 +253,40 @@ fn ocf_agent_drives_a_replicating_pair_as_a_promotable_clone() {
     }
     let (sum_a, sum_b) = pair.checksums(usable);
     assert_eq!(sum_a, sum_b, "the backing disks differ after stop");
+
+    // Debian's ocf-tester on alpha while beta runs as a connected
+    // Secondary: its own sequence of every action, promotion included.
+    require("ocf-tester");
+    expect(b, "start", &[], OCF_SUCCESS);
+    let path = format!(
+        "{}:{}",
+        a.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let opt = |k: &str, v: &std::path::Path| format!("{k}={}", v.display());
+    let out = Command::new("ocf-tester")
+        .args(["-v", "-n", "hadisk-ocf-pair", "-o", "resource=data", "-o"])
+        .arg(opt("hadisk", std::path::Path::new(bin())))
+        .arg("-o")
+        .arg(opt("config", &a.config()))
+        .arg("-o")
+        .arg(opt("run_dir", &a.run_dir()))
+        .args(["-o", "node=alpha"])
+        .arg(agent_path())
+        .env("PATH", path)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "ocf-tester on the pair:\n{text}");
+    assert!(
+        text.contains("Testing: promotion of promoted resource"),
+        "ocf-tester skipped the promotable-clone checks:\n{text}"
+    );
+    expect(a, "monitor", &[], OCF_NOT_RUNNING);
+    expect(b, "stop", &[], OCF_SUCCESS);
 }
