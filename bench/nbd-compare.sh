@@ -50,6 +50,8 @@ RESULTS=${RESULTS-$here/RESULTS.md}
 work=${WORK_DIR:-$(mktemp -d /var/tmp/nbd-compare.XXXXXX)}
 mkdir -p "$work"
 server_pid=""
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 hadisk_env=()
 
 cleanup() {
@@ -66,24 +68,12 @@ stop_server() {
     fi
 }
 
-if [[ -z "${HADISK_BIN:-}" ]]; then
-    (cd "$repo" && cargo build --release -q -p hadisk)
-    HADISK_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/hadisk
-fi
+build_hadisk
 
 if [[ " $TARGETS " == *" serve-file "* && -z "${SERVE_FILE_BIN:-}" ]]; then
     (cd "$repo" && cargo build --release -q -p hadisk-nbd-server --example serve-file)
     SERVE_FILE_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/examples/serve-file
 fi
-
-wait_uri() {
-    for _ in $(seq 1 200); do
-        if nbdinfo --size "$1" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "server did not come up on $1" >&2
-    return 1
-}
 
 hadisk() { "${hadisk_env[@]}" "$HADISK_BIN" "$@"; }
 
@@ -131,24 +121,7 @@ start_target() { # name img sock
             uri="nbd+unix:///data?socket=$sock" ;;
         *) echo "unknown target $name" >&2; exit 2 ;;
     esac
-    wait_uri "$uri"
-}
-
-# fio job definitions: name|fio args
-jobs=(
-    "seqwrite_1m_qd8|--rw=write --bs=1m --iodepth=8"
-    "randwrite_4k_qd32|--rw=randwrite --bs=4k --iodepth=32"
-    "randread_4k_qd32|--rw=randread --bs=4k --iodepth=32"
-    "randwrite_4k_qd1|--rw=randwrite --bs=4k --iodepth=1"
-    "seqwrite_1m_fsync16|--rw=write --bs=1m --iodepth=1 --fsync=16"
-)
-
-run_fio() { # uri jobname args out
-    local uri=$1 job=$2 args=$3 out=$4
-    # shellcheck disable=SC2086
-    "${run_nice[@]}" fio --name="$job" --ioengine=nbd --uri="$uri" --size="${FIO_SIZE_MIB}m" --time_based \
-        --runtime="$RUNTIME_S" --ramp_time=1 --invalidate=0 --group_reporting \
-        --output-format=json --output="$out" $args >/dev/null
+    wait_uri "$uri" 200
 }
 
 # Server CPU seconds (user+sys) of a PID, from /proc.
@@ -219,7 +192,6 @@ PY
     done
 done
 
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
 
 table=$(
     echo "| workload | metric | ${TARGETS// / | } |"

@@ -30,36 +30,12 @@ TARGETS=${TARGETS:-"nbdkit hadisk pair qemu-mirror"}
 RESULTS=${RESULTS-$here/RESULTS.md}
 work=${WORK_DIR:-$(mktemp -d /var/tmp/repl-compare.XXXXXX)}
 mkdir -p "$work"
-pids=()
-
-stop_all() {
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    pids=()
-}
-cleanup() {
-    stop_all
-    if [[ -z "${WORK_DIR:-}" ]]; then rm -rf "$work"; fi
-}
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+cleanup() { cleanup_work; }
 trap cleanup EXIT
 
-if [[ -z "${HADISK_BIN:-}" ]]; then
-    (cd "$repo" && cargo build --release -q -p hadisk)
-    HADISK_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/hadisk
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_uri() {
-    for _ in $(seq 1 300); do
-        if nbdinfo --size "$1" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "server did not come up on $1" >&2
-    return 1
-}
+build_hadisk
 
 # hadisk NODE_DIR NODE ARGS...: the CLI with a node's environment.
 hadisk() {
@@ -144,21 +120,6 @@ start_target() { # name
     wait_uri "$uri"
 }
 
-jobs=(
-    "seqwrite_1m_qd8|--rw=write --bs=1m --iodepth=8"
-    "randwrite_4k_qd32|--rw=randwrite --bs=4k --iodepth=32"
-    "randread_4k_qd32|--rw=randread --bs=4k --iodepth=32"
-    "randwrite_4k_qd1|--rw=randwrite --bs=4k --iodepth=1"
-    "seqwrite_1m_fsync16|--rw=write --bs=1m --iodepth=1 --fsync=16"
-)
-
-run_fio() { # uri job args out
-    # shellcheck disable=SC2086
-    fio --name="$2" --ioengine=nbd --uri="$1" --size="${FIO_SIZE_MIB}m" --time_based \
-        --runtime="$RUNTIME_S" --ramp_time=1 --invalidate=0 --group_reporting \
-        --output-format=json --output="$4" $3 >/dev/null
-}
-
 figures() {
     python3 - "$1" <<'PY'
 import json, sys
@@ -219,7 +180,6 @@ if [[ " $TARGETS " == *" pair "* ]]; then
     sync_line="| initial full sync of $((usable >> 20)) MiB | MB/s | $sync_mbs | nbdcopy between the same two disks (nbdkit both sides): $copy_mbs MB/s | $(python3 -c "print(f'{$sync_mbs / $copy_mbs:.2f}x')") of nbdcopy |"
 fi
 
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
 val() { echo "${result[$1.$2]:-}" | cut -d' ' -f"$3"; }
 
 table=$(

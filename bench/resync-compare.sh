@@ -31,25 +31,12 @@ RUNTIME_S=${RUNTIME_S:-6}
 RESULTS=${RESULTS-$here/RESULTS.md}
 work=${WORK_DIR:-$(mktemp -d /var/tmp/resync-compare.XXXXXX)}
 mkdir -p "$work"
-pids=()
-
-stop_all() {
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    pids=()
-}
-cleanup() {
-    stop_all
-    if [[ -z "${WORK_DIR:-}" ]]; then rm -rf "$work"; fi
-}
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+cleanup() { cleanup_work; }
 trap cleanup EXIT
 
-if [[ -z "${HADISK_BIN:-}" ]]; then
-    (cd "$repo" && cargo build --release -q -p hadisk)
-    HADISK_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/hadisk
-fi
+build_hadisk
 tree=$(cd "$repo" && git rev-parse --short HEAD)
 if [[ -n $(cd "$repo" && git status --porcelain -- crates replicator) ]]; then
     tree+=" (with uncommitted changes in crates/ or replicator/)"
@@ -57,16 +44,6 @@ fi
 
 py() { python3 -c "$@"; }
 now() { date +%s.%N; }
-free_port() { py 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_uri() {
-    for _ in $(seq 1 300); do
-        if nbdinfo --size "$1" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "server did not come up on $1" >&2
-    return 1
-}
 
 hadisk() { # dir node args...
     local dir=$1 node=$2

@@ -1,0 +1,59 @@
+# Pieces every comparison script under bench/ shares; sourced after the
+# script has set `repo` (the checkout), `work` (its temp dir) and its knobs.
+# One copy, so that every comparison runs the same fio jobs the same way and
+# a fix to one (a wait bound, a fio flag) reaches all of them.
+
+# Background processes a script started, stopped by PID at exit.
+pids=()
+stop_all() {
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    pids=()
+}
+# Stops everything and removes the work dir unless the caller chose it.
+cleanup_work() {
+    stop_all
+    if [[ -z "${WORK_DIR:-}" ]]; then rm -rf "$work"; fi
+}
+
+# Sets HADISK_BIN to a release build of this checkout unless it was given.
+build_hadisk() {
+    if [[ -z "${HADISK_BIN:-}" ]]; then
+        (cd "$repo" && cargo build --release -q -p hadisk)
+        HADISK_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/hadisk
+    fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_uri URI [TRIES]: until an NBD server answers on URI (TRIES × 0.1 s).
+wait_uri() {
+    for _ in $(seq 1 "${2:-300}"); do
+        if nbdinfo --size "$1" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "server did not come up on $1" >&2
+    return 1
+}
+
+# The workloads of shared/testing/peers.md: name|fio args.
+jobs=(
+    "seqwrite_1m_qd8|--rw=write --bs=1m --iodepth=8"
+    "randwrite_4k_qd32|--rw=randwrite --bs=4k --iodepth=32"
+    "randread_4k_qd32|--rw=randread --bs=4k --iodepth=32"
+    "randwrite_4k_qd1|--rw=randwrite --bs=4k --iodepth=1"
+    "seqwrite_1m_fsync16|--rw=write --bs=1m --iodepth=1 --fsync=16"
+)
+
+# run_fio URI JOB ARGS OUT: one job, JSON to OUT; RUNTIME_S and FIO_SIZE_MIB
+# from the caller, prefixed by the caller's `run_nice` array when it has one.
+run_fio() {
+    # shellcheck disable=SC2086
+    ${run_nice[@]+"${run_nice[@]}"} fio --name="$2" --ioengine=nbd --uri="$1" --size="${FIO_SIZE_MIB}m" \
+        --time_based --runtime="$RUNTIME_S" --ramp_time=1 --invalidate=0 --group_reporting \
+        --output-format=json --output="$4" $3 >/dev/null
+}
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
