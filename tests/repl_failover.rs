@@ -1,6 +1,9 @@
 //! `kill -9` of the Primary daemon while a libnbd client keeps 32 writes
 //! in flight; the Secondary is promoted and every write the client saw
-//! acknowledged is there (each block's last acknowledged content).
+//! acknowledged is there (each block's last acknowledged content). Then the
+//! crashed node comes back: it attaches as Secondary with its activity-log
+//! extents (and only those) out of sync, resyncs from the new Primary, and
+//! the disks end identical, holding the new Primary's later writes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -13,6 +16,11 @@ use common::*;
 const RES: &str = "data";
 /// Blocks the writer spreads its writes over (16 MiB).
 const BLOCKS: u64 = 4096;
+/// The activity log's extent: what a crashed Primary marks out of sync.
+const AL_EXTENT: u64 = 4 * MIB;
+/// Where the new Primary writes after the failover (outside the writer's
+/// 16 MiB, so only the bitmap of the new Primary can bring it over).
+const LATER_AT: u64 = 40 * MIB;
 
 /// Writes 4 KiB blocks at random, 32 in flight, each filled with
 /// "block:seq" repeated; prints "block seq" for every acknowledged write.
@@ -46,9 +54,9 @@ while True:
 "#;
 
 #[test]
-fn kill_9_of_the_primary_loses_no_acknowledged_write() {
+fn kill_9_of_the_primary_loses_no_acknowledged_write_and_it_returns_as_sync_target() {
     let pair = Pair::new(RES, 64 * MIB, "");
-    let (mut da, _db) = pair.daemons();
+    let (mut da, db) = pair.daemons();
     pair.up_connected();
     pair.first_sync();
     let acked = pair.a.path("acked.txt");
@@ -115,4 +123,62 @@ fn kill_9_of_the_primary_loses_no_acknowledged_write() {
         checked += 1;
     }
     assert_eq!(checked, last.len());
+    old_primary_returns_as_sync_target(&pair, &copy, db);
+}
+
+/// The crashed alpha returns: it must come up Secondary, with exactly its
+/// activity-log extents out of sync, and take beta's data.
+fn old_primary_returns_as_sync_target(pair: &Pair, before: &std::path::Path, mut db: DaemonGuard) {
+    // beta, now Primary alone, writes 1 MiB alpha never saw.
+    let out = sh(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            &pair.b.uri(RES),
+            "-c",
+            &format!("write -P 0x5a {LATER_AT} 1M"),
+        ],
+    );
+    assert!(
+        out.contains("wrote 1048576/1048576 bytes"),
+        "qemu-io: {out}"
+    );
+    // Keep beta from connecting until alpha's own state has been read.
+    pair.b.ok(&["disconnect", RES]);
+    let _da = pair.a.daemon();
+    pair.a.ok(&["up", RES]);
+    let a = pair.a.resource_status(RES);
+    assert_eq!(
+        a["role"], "Secondary",
+        "a crashed Primary comes back Secondary: {a}"
+    );
+    let oos = a["peer"]["out_of_sync_bytes"].as_u64().unwrap();
+    assert!(
+        oos > 0 && oos <= BLOCKS * 4096 && oos % AL_EXTENT == 0,
+        "alpha marks its activity-log extents (within the writer's 16 MiB) out of sync, not {oos} bytes: {a}"
+    );
+    eprintln!("alpha returns with {oos} bytes out of sync (its activity log)");
+    pair.b.ok(&["connect", RES]);
+    pair.wait_in_sync(60);
+    let a = pair.a.resource_status(RES);
+    assert_eq!(a["role"], "Secondary", "{a}");
+    assert_eq!(pair.b.resource_status(RES)["role"], "Primary");
+    let usable = pair.usable_bytes();
+    let (sa, sb) = pair.checksums(usable);
+    assert_eq!(sa, sb, "the disks differ after the old Primary resynced");
+    // beta's data won: its later write is on alpha, and everything beta
+    // had at promotion (every acknowledged write) is unchanged outside it.
+    let disk_a = std::fs::read(&pair.disk_a).unwrap();
+    let at = LATER_AT as usize;
+    assert!(
+        disk_a[at..at + MIB as usize].iter().all(|&b| b == 0x5a),
+        "beta's later write is on alpha"
+    );
+    let before = std::fs::read(before).unwrap();
+    assert!(
+        disk_a[..at] == before[..at],
+        "alpha's disk below the later write equals what beta had at promotion"
+    );
+    assert_eq!(db.stop().code(), Some(0));
 }
