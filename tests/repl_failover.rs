@@ -155,7 +155,7 @@ fn old_primary_returns_as_sync_target(pair: &Pair, before: &std::path::Path, mut
     );
     let oos = a["peer"]["out_of_sync_bytes"].as_u64().unwrap();
     assert!(
-        oos > 0 && oos <= BLOCKS * 4096 && oos % AL_EXTENT == 0,
+        oos > 0 && oos <= BLOCKS * 4096 && oos.is_multiple_of(AL_EXTENT),
         "alpha marks its activity-log extents (within the writer's 16 MiB) out of sync, not {oos} bytes: {a}"
     );
     eprintln!("alpha returns with {oos} bytes out of sync (its activity log)");
