@@ -109,7 +109,9 @@ impl Resource {
         }
         self.promoting = Some((cmd, None));
         let fresh = self.next_random();
-        self.sb.uuids = new_generation(&self.sb.uuids, fresh, true);
+        // Bit 0 of the bitmap UUID records the role at the split: this
+        // node was Secondary (it is the younger Primary).
+        self.sb.uuids = new_generation(&self.sb.uuids, fresh, false);
         self.persist_primary();
         Ok(None)
     }
@@ -138,7 +140,8 @@ impl Resource {
             // start a new generation as a disconnected promotion does.
             let before = self.sb.uuids;
             let fresh = self.next_random();
-            self.sb.uuids = new_generation(&self.sb.uuids, fresh, true);
+            // It was not Primary when the link dropped: the younger Primary.
+            self.sb.uuids = new_generation(&self.sb.uuids, fresh, false);
             self.sb.peer_outdated = true;
             if self.sb.uuids != before {
                 let seq = self.queue_meta(None);

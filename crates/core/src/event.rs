@@ -118,6 +118,14 @@ pub enum Action {
     },
     /// Persist metadata (see [`MetaUpdate`]).
     WriteMeta { io: IoId, update: MetaUpdate },
+    /// Split-brain victim: copy the listed blocks of the local disk into
+    /// the split-brain directory and make the copy durable, then report
+    /// [`Event::IoDone`] (`ok: false` if it could not be saved: the core
+    /// then refuses the connection and discards nothing).
+    SaveDiverging {
+        io: IoId,
+        save: Box<crate::split_brain::SaveRequest>,
+    },
     /// Send a message to the peer (FIFO, in emission order).
     Send(Message),
     /// Start connecting to the peer (and keep trying).

@@ -3,7 +3,10 @@
 //! Invariants: a new generation never loses the UUID the peer may still
 //! hold as its current one (it goes to `bitmap`, or `bitmap` is already
 //! set and nothing changes); bit 0 of a generated UUID records whether this
-//! node was Primary when it started that generation.
+//! node was Primary when its data split from the peer's (DRBD's
+//! `UI_BITMAP & 1`, which `discard-younger-primary` / `-older-primary`
+//! read): `true` for a Primary that lost its peer, `false` for a node
+//! promoted while disconnected.
 
 use hadisk_peer_proto::{Uuids, UUID_JUST_CREATED};
 
@@ -15,11 +18,11 @@ use hadisk_peer_proto::{Uuids, UUID_JUST_CREATED};
 /// nothing changes: pushing `current` into history instead would, after a
 /// few link losses, rotate out the UUID the peer holds and turn a bitmap
 /// resync into "unrelated data" (the simulator found that).
-pub fn new_generation(u: &Uuids, fresh: u64, primary: bool) -> Uuids {
+pub fn new_generation(u: &Uuids, fresh: u64, was_primary: bool) -> Uuids {
     if Uuids::id(u.bitmap) != 0 {
         return *u;
     }
-    let flag = u64::from(primary);
+    let flag = u64::from(was_primary);
     // Never collide with the reserved values 0 and "just created".
     let mut id = Uuids::id(fresh);
     if id == 0 || id == Uuids::id(UUID_JUST_CREATED) {

@@ -181,13 +181,31 @@ impl Resource {
         let Link::Handshake(h) = std::mem::replace(&mut self.link, Link::Up) else {
             return;
         };
-        if let SyncOutcome::Refuse { reason } = decision.outcome {
+        if let SyncOutcome::Refuse { reason } = &decision.outcome {
             self.link = Link::Handshake(h);
-            self.refuse(format!("{reason} [{}]", decision.rule));
+            let reason = if decision.split_brain && reason.starts_with("split brain") {
+                crate::split_brain::unresolved_message(
+                    &self.cfg.resource,
+                    &self.cfg.policies,
+                    u8::from(sent.role == Role::Primary) + u8::from(peer.role == Role::Primary),
+                    decision.rule,
+                )
+            } else {
+                format!("{reason} [{}]", decision.rule)
+            };
+            self.refuse(reason);
             return;
         }
         let _ = self.bitmap.merge(&h.peer_bitmap);
-        self.connected(&peer, decision.outcome);
+        if decision.split_brain {
+            let by = decision.resolved_by.unwrap_or("discard-my-data");
+            let verdict = match decision.outcome {
+                SyncOutcome::Target { .. } => "this node's changes are discarded (SyncTarget)",
+                _ => "this node's data wins (SyncSource)",
+            };
+            self.transition_note("split-brain", "detected", format!("resolved by {by}: {verdict}"));
+        }
+        self.connected(&peer, decision.outcome, decision.split_brain.then_some(decision.resolved_by.unwrap_or("discard-my-data")));
         // A demotion that completed during the handshake: the peer decided
         // on the role we sent; tell it the current one.
         if (sent.role, sent.disk, sent.uuids) != (self.role, self.disk, self.sb.uuids) {
@@ -195,7 +213,9 @@ impl Resource {
         }
     }
 
-    fn connected(&mut self, peer: &Params, outcome: SyncOutcome) {
+    /// `split_brain`: how a split brain was resolved (then a Target
+    /// outcome saves this node's diverging blocks before the resync).
+    fn connected(&mut self, peer: &Params, outcome: SyncOutcome, split_brain: Option<&'static str>) {
         self.last_error = None;
         self.discard_my_data = false;
         self.peer_uuids = peer.uuids;
@@ -238,7 +258,10 @@ impl Resource {
                     self.bitmap.set_all();
                 }
                 self.set_peer_disk(Some(good(peer.disk)));
-                self.start_target();
+                match split_brain {
+                    Some(by) => self.save_before_discard(peer.uuids, by),
+                    None => self.start_target(),
+                }
             }
             SyncOutcome::NoSync | SyncOutcome::Refuse { .. } => {
                 self.set_disk(good(self.disk));
@@ -259,7 +282,7 @@ impl Resource {
     }
 
     /// Refuses the connection: both sides end StandAlone.
-    fn refuse(&mut self, reason: String) {
+    pub(crate) fn refuse(&mut self, reason: String) {
         self.send(Message::Disconnect {
             reason: reason.clone(),
         });

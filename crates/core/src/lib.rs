@@ -29,6 +29,11 @@
 //!   only then report it done. The core issues one at a time. A write into a
 //!   newly active extent is only issued after the AL transaction that made
 //!   it active is reported done (persist-before-write, raft-rs's `Ready`).
+//! * [`Action::SaveDiverging`] (a split brain resolved against this node):
+//!   copy the listed ranges of the local disk to the split-brain directory,
+//!   durably (fsync), before reporting it done; the core issues no local
+//!   write of the winner's data until then. Report `ok: false` when the
+//!   copy cannot be made durable.
 //! * [`Action::Dial`]: keep connecting to the peer (with backoff) and run the
 //!   authenticated handshake of `hadisk-peer-proto`; report
 //!   [`Event::LinkUp`] once it succeeded and [`Event::LinkDown`] when the
@@ -108,7 +113,7 @@ pub use event::{
 pub use generation::{finish_sync_source, new_generation};
 pub use hadisk_peer_proto::{DiskState, Role, Uuids};
 pub use resource::{Config, Resource};
-pub use split_brain::{AfterSbPolicies, AfterSbPolicy};
+pub use split_brain::{AfterSbPolicies, AfterSbPolicy, SaveRequest};
 pub use states::{Connection, Replication};
 pub use status::{ResyncProgress, Status};
 pub use uuid::{decide_sync, Rule, SyncDecision, SyncInputs, SyncOutcome};

@@ -53,6 +53,9 @@ pub struct Config {
     /// Seeds the generator of new generation UUIDs (the daemon passes OS
     /// randomness; the simulator its seed).
     pub uuid_seed: u64,
+    /// The resource's name, for the commands that messages tell the
+    /// operator to run (split-brain recovery).
+    pub resource: String,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             resync_requests: DEFAULT_RESYNC_REQUESTS,
             max_unstable: DEFAULT_MAX_UNSTABLE,
             uuid_seed,
+            resource: "RES".to_string(),
         }
     }
 }
@@ -270,6 +274,10 @@ pub struct Resource {
     /// We granted the peer's promotion and have not seen it settle.
     pub(crate) granted_peer: bool,
     pub(crate) discard_my_data: bool,
+    /// A split-brain victim's save of its diverging blocks in flight:
+    /// (its I/O, the link epoch it belongs to). No peer write starts
+    /// meanwhile.
+    pub(crate) saving: Option<(IoId, u64)>,
     pub(crate) last_error: Option<String>,
     pub(crate) out: Vec<Action>,
 }
@@ -339,6 +347,7 @@ impl Resource {
             demoting: false,
             granted_peer: false,
             discard_my_data: false,
+            saving: None,
             last_error: None,
             out: Vec::new(),
         };
@@ -396,6 +405,8 @@ impl Resource {
             self.peer_write_done(io, ok);
         } else if self.meta_inflight.is_some_and(|(m, _)| m == io) {
             self.meta_done_event(ok);
+        } else if self.saving.is_some_and(|(s, _)| s == io) {
+            self.save_done(ok);
         } else if self.peer_flushes.iter().any(|f| f.io == Some(io)) {
             self.peer_flush_done(io, ok);
         } else if self
@@ -548,6 +559,12 @@ impl Resource {
         self.out.push(Action::Transition { what, from, to });
     }
 
+    /// A log line in the shape of a transition (e.g. how a split brain
+    /// was resolved).
+    pub(crate) fn transition_note(&mut self, what: &'static str, from: &str, to: String) {
+        self.transition(what, from.to_string(), to);
+    }
+
     /// Tells the peer our role, disk and UUIDs.
     pub(crate) fn send_state(&mut self) {
         if self.link_is_up() {
@@ -665,7 +682,9 @@ impl Resource {
         match q {
             Queued::AppWrite(id) => self.start_app_write(id, first, n),
             Queued::PeerWrite(id) => {
-                if !self.lock.try_lock(first, n, id.0) {
+                // A split-brain victim writes none of the winner's data
+                // before its own diverging blocks are saved.
+                if self.saving.is_some() || !self.lock.try_lock(first, n, id.0) {
                     return false;
                 }
                 self.issue_peer_write(id);

@@ -10,11 +10,61 @@
 //! * A policy not valid for the number of Primaries (e.g. `consensus` for
 //!   0pri) never decides — DRBD logs "Configuration error"; the config
 //!   layer should reject it earlier with [`AfterSbPolicy::valid_for`].
+//! * The node whose data a split brain discards (it becomes SyncTarget)
+//!   first asks the driver to save its diverging blocks
+//!   ([`crate::Action::SaveDiverging`] with a [`SaveRequest`]): no resync
+//!   request and no mirrored write from the winner reaches its disk before
+//!   the driver reported the save durable; a failed save leaves the node
+//!   StandAlone with its data untouched.
 
 use std::fmt;
 use std::str::FromStr;
 
+use hadisk_bitmap::{DirtyBitmap, BLOCK_BYTES};
+use hadisk_peer_proto::Uuids;
+
+use crate::event::Action;
+use crate::resource::Resource;
+use crate::states::Replication;
 use crate::CoreError;
+
+/// What the victim of a split brain must save before its disk is
+/// overwritten: every block set in the merged bitmap (the blocks the resync
+/// will write), with the facts the index file records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveRequest {
+    /// Byte ranges (offset, length) of the usable area, ascending and
+    /// disjoint, whole 4 KiB blocks clipped to the device size.
+    pub ranges: Vec<(u64, u64)>,
+    /// The usable size: the sparse image has this size.
+    pub size_bytes: u64,
+    pub local_uuids: Uuids,
+    pub peer_uuids: Uuids,
+    /// How the split brain was resolved (a policy name or
+    /// "discard-my-data").
+    pub resolved_by: &'static str,
+}
+
+impl SaveRequest {
+    /// The ranges of `bitmap`'s set blocks.
+    pub fn ranges_of(bitmap: &DirtyBitmap) -> Vec<(u64, u64)> {
+        let size = bitmap.size_bytes();
+        bitmap
+            .dirty_runs()
+            .map(|run| {
+                let offset = run.start * BLOCK_BYTES;
+                let end = (run.end * BLOCK_BYTES).min(size);
+                (offset, end.saturating_sub(offset))
+            })
+            .filter(|(_, len)| *len > 0)
+            .collect()
+    }
+
+    /// Bytes to save.
+    pub fn total_bytes(&self) -> u64 {
+        self.ranges.iter().map(|(_, len)| len).sum()
+    }
+}
 
 /// One `after-sb-*` policy value (DRBD's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +294,80 @@ fn recover_2p(
             recover_0p(policies.zero_primaries, local, peer, tie).map(|(w, _)| (w, policy.name()))
         }
         _ => None,
+    }
+}
+
+/// The refusal of an unresolved split brain, as `status` and the log show
+/// it: what happened, which policy left it unresolved, and DRBD's manual
+/// recovery with this resource's name.
+pub fn unresolved_message(
+    resource: &str,
+    policies: &AfterSbPolicies,
+    primaries: u8,
+    rule: crate::uuid::Rule,
+) -> String {
+    let policy = match primaries {
+        0 => policies.zero_primaries,
+        1 => policies.one_primary,
+        _ => policies.two_primaries,
+    };
+    let n = primaries.min(2);
+    format!(
+        "split brain detected: both nodes changed the data while disconnected [{rule}]; \
+         after-sb-{n}pri is {policy}, so the connection is refused (StandAlone). To recover, \
+         on the node whose changes are to be discarded run `hadisk secondary {resource}` and \
+         `hadisk connect --discard-my-data {resource}` (its diverging blocks are saved to the \
+         split-brain directory first), then `hadisk connect {resource}` on the other node"
+    )
+}
+
+impl Resource {
+    /// This node lost a split brain: before anything of the winner's is
+    /// written here, the driver saves the blocks the resync will
+    /// overwrite (the merged bitmap). Peer writes queue meanwhile and the
+    /// resync starts only after [`Self::save_done`].
+    pub(crate) fn save_before_discard(&mut self, peer_uuids: Uuids, resolved_by: &'static str) {
+        self.set_repl(Replication::SyncTarget);
+        let io = self.next_io();
+        let save = SaveRequest {
+            ranges: SaveRequest::ranges_of(&self.bitmap),
+            size_bytes: self.cfg.size_bytes,
+            local_uuids: self.sb.uuids,
+            peer_uuids,
+            resolved_by,
+        };
+        self.saving = Some((io, self.link_epoch));
+        self.out.push(Action::SaveDiverging {
+            io,
+            save: Box::new(save),
+        });
+    }
+
+    /// The save finished: start the resync, or, if it failed, refuse the
+    /// connection with nothing discarded. A save of a link that is gone
+    /// only unblocks (the next handshake decides again).
+    pub(crate) fn save_done(&mut self, ok: bool) {
+        let Some((_, epoch)) = self.saving.take() else {
+            return;
+        };
+        if epoch != self.link_epoch || !self.link_is_up() {
+            self.pump();
+            return;
+        }
+        if !ok {
+            let reason = format!(
+                "split brain: this node's changes were to be discarded, but its diverging blocks \
+                 could not be saved to the split-brain directory (see the log); nothing was \
+                 discarded and the connection is refused (StandAlone). Fix the directory \
+                 (space, permissions: `split-brain-dir` in the resource file), then run \
+                 `hadisk connect --discard-my-data {}` again",
+                self.cfg.resource
+            );
+            self.refuse(reason);
+            return;
+        }
+        self.start_target();
+        self.pump();
     }
 }
 

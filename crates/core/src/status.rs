@@ -105,6 +105,7 @@ impl Resource {
             && self.peer_flushes.is_empty()
             && self.promoting.is_none()
             && !self.demoting
+            && self.saving.is_none()
     }
 
     /// The dirty bitmap: blocks that may differ from the peer (read-only; the

@@ -495,7 +495,7 @@ fn disconnect_and_refused_connections_stay_standalone() {
     // generation, a split brain; the default policy disconnects.
     let st = a.r.status(0);
     assert_eq!(st.connection, Connection::StandAlone);
-    assert_eq!(st.last_error.unwrap(), "split brain detected: both nodes changed the data while disconnected; on the node whose changes to discard run `hadisk connect RES --discard-my-data`, then `hadisk connect RES` on the other [split-brain (rule 90)]");
+    assert_eq!(st.last_error.unwrap(), "split brain detected: both nodes changed the data while disconnected [split-brain (rule 90)]; after-sb-2pri is disconnect, so the connection is refused (StandAlone). To recover, on the node whose changes are to be discarded run `hadisk secondary RES` and `hadisk connect --discard-my-data RES` (its diverging blocks are saved to the split-brain directory first), then `hadisk connect RES` on the other node");
     assert_eq!(b.r.status(0).connection, Connection::StandAlone);
 }
 

@@ -93,6 +93,8 @@ pub struct Io {
     /// (page-cache speed, no thread hop), on the blocking pool, or
     /// adaptively (inline until one is slow). Syncs always run on the pool.
     pub mode: IoMode,
+    /// Where a split-brain victim saves its diverging blocks.
+    pub sb_save: Arc<super::sb_save::SaveConfig>,
 }
 
 /// An inline write slower than this (plus [`SLOW_WRITE_PER_MIB`]) waited
@@ -299,6 +301,7 @@ impl Driver {
                         })
                     });
                 }
+                Action::SaveDiverging { io, save } => self.save_diverging(io, *save),
                 Action::Send(msg) => {
                     if let Some((_, tx)) = &self.peer {
                         let _ = tx.send(msg);
@@ -341,6 +344,32 @@ impl Driver {
                 }
             };
             let _ = tx.send(Input::Io(Event::IoDone { io, ok }));
+        });
+    }
+
+    /// A split-brain victim's blocks go to the split-brain directory on
+    /// the blocking pool; the core waits for the completion.
+    fn save_diverging(&self, io: IoId, save: hadisk_core::SaveRequest) {
+        let disk = self.io.disk.clone();
+        let cfg = self.io.sb_save.clone();
+        let name = self.name.clone();
+        let bytes = save.total_bytes();
+        warn!(resource = %name, resolved_by = save.resolved_by, bytes, "split brain: this node's changes are discarded; saving its diverging blocks first");
+        self.blocking(io, move || {
+            match super::sb_save::save(&*disk, &cfg, &save, std::time::SystemTime::now()) {
+                Ok(Some(saved)) => {
+                    info!(resource = %name, bytes = saved.bytes, image = %saved.image.display(), index = %saved.index.display(), "split brain: diverging blocks saved");
+                    Ok(())
+                }
+                Ok(None) => {
+                    warn!(resource = %name, bytes, "split brain: diverging blocks NOT saved (split-brain-dir off): they are discarded");
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(resource = %name, error = %e, "split brain: saving the diverging blocks failed; nothing is discarded");
+                    Err(std::io::Error::other(e))
+                }
+            }
         });
     }
 

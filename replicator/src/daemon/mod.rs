@@ -11,6 +11,7 @@ mod driver;
 mod export;
 mod link;
 mod replicated;
+mod sb_save;
 mod state;
 mod usable;
 

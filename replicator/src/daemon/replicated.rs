@@ -33,6 +33,7 @@ use super::disk_lock::DiskLock;
 use super::driver::{self, Input, Io, MetaStore};
 use super::export::ExportGate;
 use super::link::{self, LastError, LinkCmd, LinkConfig};
+use super::sb_save::SaveConfig;
 use super::state;
 use super::usable::UsableArea;
 use crate::status::{PeerStatus, ResourceStatus, ResyncStatus};
@@ -85,6 +86,9 @@ struct Opened {
     al_extents: u32,
     nbd_listen: Option<SocketAddr>,
     wfc: (u32, u32),
+    policies: hadisk_core::AfterSbPolicies,
+    /// `None`: `split-brain-dir off;`.
+    split_brain_dir: Option<PathBuf>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -148,6 +152,8 @@ impl Resource {
             rand::random(),
         );
         cfg.al_extents = opened.al_extents;
+        cfg.policies = opened.policies;
+        cfg.resource = name.to_owned();
         cfg.resync_requests = RESYNC_REQUESTS;
         let image = attached.bitmap.clone();
         let (core, initial) =
@@ -160,6 +166,12 @@ impl Resource {
             disk: area.clone(),
             meta: Arc::new(Mutex::new(MetaStore { md, image })),
             mode: io_mode,
+            sb_save: Arc::new(SaveConfig {
+                dir: opened.split_brain_dir.clone(),
+                resource: name.to_owned(),
+                node: node.to_owned(),
+                peer: opened.link.peer_name.clone(),
+            }),
         };
         let driver_task = driver::spawn(
             name.to_owned(),
@@ -585,6 +597,29 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         al_extents: res.disk.al_extents,
         nbd_listen: host.nbd_listen,
         wfc: (res.startup.wfc_timeout_s, res.startup.degr_wfc_timeout_s),
+        policies: after_sb_policies(name, res)?,
+        split_brain_dir: (!res.split_brain_save_off).then(|| {
+            res.split_brain_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(hadisk_config::drbd::DEFAULT_SPLIT_BRAIN_DIR))
+        }),
+    })
+}
+
+/// The resource file's `after-sb-0pri/1pri/2pri` as the core's policies
+/// (the config crate spells DRBD's names; the core parses the same names).
+fn after_sb_policies(
+    name: &str,
+    res: &hadisk_config::Resource,
+) -> anyhow::Result<hadisk_core::AfterSbPolicies> {
+    let parse = |v: &str| {
+        v.parse::<hadisk_core::AfterSbPolicy>()
+            .map_err(|e| anyhow!("{name}: {}: {e}", res.file.display()))
+    };
+    Ok(hadisk_core::AfterSbPolicies {
+        zero_primaries: parse(res.net.after_sb_0pri.name())?,
+        one_primary: parse(res.net.after_sb_1pri.name())?,
+        two_primaries: parse(res.net.after_sb_2pri.name())?,
     })
 }
 

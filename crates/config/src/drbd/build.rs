@@ -207,6 +207,7 @@ fn new_draft(name: &str, pos: &Pos) -> Draft {
             hosts: Vec::new(),
             nbd_listen: None,
             split_brain_dir: None,
+            split_brain_save_off: false,
             ignored: Vec::new(),
         },
         pos: pos.clone(),
@@ -270,9 +271,14 @@ fn resource_stmt(d: &mut Draft, s: &Stmt) -> Result<()> {
         }
         "split-brain-dir" => {
             let v = one(s, "split-brain-dir /ABSOLUTE/PATH;")?;
+            if v.text == "off" {
+                d.res.split_brain_dir = None;
+                d.res.split_brain_save_off = true;
+                return Ok(());
+            }
             if !v.text.starts_with('/') {
                 return Err(v.pos.error(format!(
-                    "`split-brain-dir` must be an absolute path, not `{}`",
+                    "`split-brain-dir` must be an absolute path or `off`, not `{}`",
                     v.text
                 )));
             }

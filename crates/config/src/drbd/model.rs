@@ -25,6 +25,10 @@ use std::path::PathBuf;
 
 use crate::error::{ConfigError, Result};
 
+/// Where a split-brain victim saves its discarded blocks when the resource
+/// file names no `split-brain-dir`.
+pub const DEFAULT_SPLIT_BRAIN_DIR: &str = "/var/lib/hadisk/split-brain";
+
 /// A whole configuration: the `global` section and every resource.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
@@ -95,8 +99,12 @@ pub struct Resource {
     pub nbd_listen: Option<SocketAddr>,
     /// hadisk's `split-brain-dir PATH;` at resource level: where a node whose
     /// changes are discarded after a split brain saves the blocks it loses
-    /// (DRBD throws them away). `None`: they are discarded, as in DRBD.
+    /// (DRBD throws them away). `None`: the daemon's default directory
+    /// ([`DEFAULT_SPLIT_BRAIN_DIR`]), unless [`Self::split_brain_save_off`].
     pub split_brain_dir: Option<PathBuf>,
+    /// `split-brain-dir off;`: discarded blocks are not saved (DRBD's
+    /// behaviour).
+    pub split_brain_save_off: bool,
     /// DRBD options set for this resource (or in `common`) that hadisk
     /// parses and does not act upon.
     pub ignored: Vec<Ignored>,
