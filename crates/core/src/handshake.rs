@@ -203,9 +203,19 @@ impl Resource {
                 SyncOutcome::Target { .. } => "this node's changes are discarded (SyncTarget)",
                 _ => "this node's data wins (SyncSource)",
             };
-            self.transition_note("split-brain", "detected", format!("resolved by {by}: {verdict}"));
+            self.transition_note(
+                "split-brain",
+                "detected",
+                format!("resolved by {by}: {verdict}"),
+            );
         }
-        self.connected(&peer, decision.outcome, decision.split_brain.then_some(decision.resolved_by.unwrap_or("discard-my-data")));
+        self.connected(
+            &peer,
+            decision.outcome,
+            decision
+                .split_brain
+                .then_some(decision.resolved_by.unwrap_or("discard-my-data")),
+        );
         // A demotion that completed during the handshake: the peer decided
         // on the role we sent; tell it the current one.
         if (sent.role, sent.disk, sent.uuids) != (self.role, self.disk, self.sb.uuids) {
@@ -215,7 +225,12 @@ impl Resource {
 
     /// `split_brain`: how a split brain was resolved (then a Target
     /// outcome saves this node's diverging blocks before the resync).
-    fn connected(&mut self, peer: &Params, outcome: SyncOutcome, split_brain: Option<&'static str>) {
+    fn connected(
+        &mut self,
+        peer: &Params,
+        outcome: SyncOutcome,
+        split_brain: Option<&'static str>,
+    ) {
         self.last_error = None;
         self.discard_my_data = false;
         self.peer_uuids = peer.uuids;

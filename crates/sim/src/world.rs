@@ -653,7 +653,10 @@ impl World {
                 // The save copies the live image's blocks (the daemon
                 // fsyncs it before reporting).
                 let name = self.nodes[i].name;
-                self.log(format!("{name} saves {} diverging bytes", save.total_bytes()));
+                self.log(format!(
+                    "{name} saves {} diverging bytes",
+                    save.total_bytes()
+                ));
                 self.feed(i, Event::IoDone { io, ok: true })
             }
             _ => Ok(()),

@@ -110,17 +110,31 @@ pub fn save(
     let Some(dir) = &cfg.dir else {
         return Ok(None);
     };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create the split-brain directory {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "cannot create the split-brain directory {}: {e}",
+            dir.display()
+        )
+    })?;
     let unix_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let stamp = utc_stamp(unix_s);
-    let (image_path, image) = create_unique(dir, &format!("{}-{}-{stamp}", cfg.resource, cfg.node))?;
+    let (image_path, image) =
+        create_unique(dir, &format!("{}-{}-{stamp}", cfg.resource, cfg.node))?;
     let index_path = image_path.with_extension("json");
-    let result = write_all(disk, cfg, req, &image, &image_path, &index_path, unix_s, &stamp)
-        .and_then(|bytes| {
-            sync_dir(dir)?;
-            Ok(bytes)
-        });
+    let result = write_all(
+        disk,
+        cfg,
+        req,
+        &image,
+        &image_path,
+        &index_path,
+        unix_s,
+        &stamp,
+    )
+    .and_then(|bytes| {
+        sync_dir(dir)?;
+        Ok(bytes)
+    });
     match result {
         Ok(bytes) => Ok(Some(Saved {
             image: image_path,
@@ -153,8 +167,9 @@ fn write_all(
         .map_err(|e| format!("cannot size {img} to {} bytes: {e}", req.size_bytes))?;
     let mut ranges = Vec::with_capacity(req.ranges.len());
     for &(offset_bytes, len_bytes) in &req.ranges {
-        let sha256 = copy_range(disk, image, offset_bytes, len_bytes)
-            .map_err(|e| format!("saving {len_bytes} bytes at offset {offset_bytes} to {img}: {e}"))?;
+        let sha256 = copy_range(disk, image, offset_bytes, len_bytes).map_err(|e| {
+            format!("saving {len_bytes} bytes at offset {offset_bytes} to {img}: {e}")
+        })?;
         ranges.push(RangeEntry {
             offset_bytes,
             len_bytes,
@@ -182,8 +197,8 @@ fn write_all(
         peer_uuids: uuids_entry(&req.peer_uuids),
         ranges,
     };
-    let text = serde_json::to_string_pretty(&index)
-        .map_err(|e| format!("encoding the index: {e}"))?;
+    let text =
+        serde_json::to_string_pretty(&index).map_err(|e| format!("encoding the index: {e}"))?;
     write_durable(index_path, text.as_bytes())?;
     Ok(req.total_bytes())
 }
@@ -236,20 +251,14 @@ fn create_unique(dir: &Path, base: &str) -> Result<(PathBuf, File), String> {
             Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
         }
     }
-    Err(format!(
-        "no free file name for {base} in {}",
-        dir.display()
-    ))
+    Err(format!("no free file name for {base} in {}", dir.display()))
 }
 
 /// Writes `path` through a temporary name, fsyncs, renames.
 fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension("json.tmp");
     let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -344,7 +353,10 @@ mod tests {
         assert_eq!(index["ranges"][0]["len_bytes"], 8192);
         let mut zero_half = data[4096..8192].to_vec();
         zero_half.extend_from_slice(&[0u8; 4096]);
-        assert_eq!(index["ranges"][0]["sha256"], hex(&Sha256::digest(&zero_half)));
+        assert_eq!(
+            index["ranges"][0]["sha256"],
+            hex(&Sha256::digest(&zero_half))
+        );
         // A second save in the same second gets its own files.
         let again = save(&disk, &cfg, &req, UNIX_EPOCH).unwrap().unwrap();
         assert!(again.image.ends_with("data-alpha-19700101T000000Z-1.img"));
@@ -363,8 +375,14 @@ mod tests {
             peer: "beta".into(),
         };
         let err = save(&disk, &cfg, &request(vec![(0, 4096)], 1 << 20), UNIX_EPOCH).unwrap_err();
-        assert!(err.starts_with("cannot create the split-brain directory"), "{err}");
+        assert!(
+            err.starts_with("cannot create the split-brain directory"),
+            "{err}"
+        );
         let off = SaveConfig { dir: None, ..cfg };
-        assert_eq!(save(&disk, &off, &request(vec![], 1 << 20), UNIX_EPOCH).unwrap(), None);
+        assert_eq!(
+            save(&disk, &off, &request(vec![], 1 << 20), UNIX_EPOCH).unwrap(),
+            None
+        );
     }
 }
