@@ -818,3 +818,28 @@ fn blog_annotations_left_in_are_pointed_at() {
     );
     assert_eq!(err(&text), "t.res:21:40: unknown keyword `<-` in `on NAS1`");
 }
+
+#[test]
+fn split_brain_dir_default_path_and_off() {
+    let res = |extra: &str| {
+        format!(
+            "resource r {{ {extra}\n on a {{ device /dev/nbd0; disk /d; address 10.0.0.1:7789; meta-disk internal; }}\n on b {{ device /dev/nbd0; disk /d; address 10.0.0.2:7789; meta-disk internal; }}\n}}\n"
+        )
+    };
+    let c = parse(&res(""));
+    let r = c.resource("r").unwrap();
+    assert_eq!(r.split_brain_dir, None);
+    assert!(!r.split_brain_save_off);
+    assert_eq!(
+        hadisk_config::drbd::DEFAULT_SPLIT_BRAIN_DIR,
+        "/var/lib/hadisk/split-brain"
+    );
+    let c = parse(&res("split-brain-dir off;"));
+    let r = c.resource("r").unwrap();
+    assert_eq!(r.split_brain_dir, None);
+    assert!(r.split_brain_save_off);
+    assert_eq!(
+        err(&res("split-brain-dir saved;")),
+        "t.res:1:30: `split-brain-dir` must be an absolute path or `off`, not `saved`"
+    );
+}
