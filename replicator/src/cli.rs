@@ -92,6 +92,10 @@ pub enum Command {
     Invalidate { resource: String },
     /// Online verify against the peer.
     Verify { resource: String },
+    /// Pause a resync (PausedSyncS/PausedSyncT on both nodes) until `resume-sync`.
+    PauseSync { resource: String },
+    /// Resume a resync paused with `pause-sync` on this node.
+    ResumeSync { resource: String },
     /// State as `drbdadm status` shows it.
     Status {
         resource: Option<String>,

@@ -60,6 +60,12 @@ pub enum Request {
     Verify {
         resource: String,
     },
+    PauseSync {
+        resource: String,
+    },
+    ResumeSync {
+        resource: String,
+    },
     Status {
         resource: Option<String>,
     },

@@ -101,6 +101,8 @@ fn to_request(g: &GlobalOpts, command: Command) -> Result<Request> {
         Command::Disconnect { resource } => Request::Disconnect { resource },
         Command::Invalidate { resource } => Request::Invalidate { resource },
         Command::Verify { resource } => Request::Verify { resource },
+        Command::PauseSync { resource } => Request::PauseSync { resource },
+        Command::ResumeSync { resource } => Request::ResumeSync { resource },
         Command::CreateMd { .. }
         | Command::DumpMd { .. }
         | Command::Daemon

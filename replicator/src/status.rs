@@ -35,7 +35,36 @@ pub struct ResourceStatus {
     /// extents are resynced with the peer.
     #[serde(default)]
     pub crashed_primary: bool,
+    /// The resync rate controller (absent while the disk is not attached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_rate: Option<ResyncRateStatus>,
     pub peer: PeerStatus,
+}
+
+/// The resync rate controller: its mode (`fixed` when `c-plan-ahead 0`,
+/// else `dynamic`), its settings, and what it allows now. It is the
+/// SyncTarget's controller that paces a resync.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResyncRateStatus {
+    pub mode: String,
+    /// `resync-rate` (fixed mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_rate_bytes_per_s: Option<u64>,
+    /// The dynamic controller's `c-*` settings (`c_max_rate` 0: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_plan_ahead_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_fill_target_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_min_rate_bytes_per_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_max_rate_bytes_per_s: Option<u64>,
+    /// The rate a resync may go at now; null: no limit.
+    pub limit_bytes_per_s: Option<u64>,
+    /// Application I/O seen lately: the resync leaves room for it.
+    pub throttled: bool,
+    /// The application's measured write rate.
+    pub app_bytes_per_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,12 +84,22 @@ pub struct PeerStatus {
     /// shared secret, split brain, unrelated data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// `pause-sync` was given here / on the peer (the replication state is
+    /// then PausedSyncS or PausedSyncT during a resync).
+    #[serde(default)]
+    pub sync_paused_here: bool,
+    #[serde(default)]
+    pub sync_paused_by_peer: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResyncStatus {
     pub done_percent: f64,
+    /// The current speed (over the last few seconds, as DRBD's).
     pub speed_bytes_per_s: u64,
+    /// The average speed since the resync started.
+    #[serde(default)]
+    pub average_speed_bytes_per_s: u64,
     pub eta_s: u64,
     /// Bytes still to sync and the total of this resync, for the overview.
     pub remaining_bytes: u64,
@@ -159,14 +198,13 @@ fn progress_line(s: &ResyncStatus, replication: &str) -> String {
     )
 }
 
-/// `finish: 0:00:12 speed: 55,232 (55,232) K/sec`. DRBD shows the speed of
-/// the last seconds and, in parentheses, the average since the start; the
-/// status report carries one figure, the average since the start (bytes
-/// done / time elapsed), so both places show it.
+/// `finish: 0:00:12 speed: 55,232 (54,112) K/sec`: as DRBD, the speed of
+/// the last few seconds and, in parentheses, the average since the start.
 fn finish_line(s: &ResyncStatus) -> String {
     let (h, m, sec) = (s.eta_s / 3600, (s.eta_s / 60) % 60, s.eta_s % 60);
-    let kib = group_thousands(s.speed_bytes_per_s / 1024);
-    format!("finish: {h}:{m:02}:{sec:02} speed: {kib} ({kib}) K/sec")
+    let now = group_thousands(s.speed_bytes_per_s / 1024);
+    let avg = group_thousands(s.average_speed_bytes_per_s / 1024);
+    format!("finish: {h}:{m:02}:{sec:02} speed: {now} ({avg}) K/sec")
 }
 
 fn group_thousands(n: u64) -> String {
@@ -197,6 +235,7 @@ mod tests {
                 nbd_socket: None,
                 nbd_tcp: None,
                 crashed_primary: false,
+                resync_rate: None,
                 peer: PeerStatus {
                     name: "nas2".into(),
                     connection: connection.into(),
@@ -206,6 +245,8 @@ mod tests {
                     out_of_sync_bytes: 0,
                     resync,
                     last_error: None,
+                    sync_paused_here: false,
+                    sync_paused_by_peer: false,
                 },
             }],
         }
@@ -215,6 +256,7 @@ mod tests {
         ResyncStatus {
             done_percent: 45.2,
             speed_bytes_per_s: 56_557_568,
+            average_speed_bytes_per_s: 55_410_688,
             eta_s: 12,
             remaining_bytes: 702 << 20,
             total_bytes: 1024 << 20,
@@ -244,7 +286,7 @@ mod tests {
         let text = render_overview(&sample("Connected", "SyncSource", Some(resync())));
         assert_eq!(
             text,
-            "  0:data/0  SyncSource Primary/Secondary UpToDate/Inconsistent\n\t[========>...........] sync'ed: 45.2% (702/1024)M\n\tfinish: 0:00:12 speed: 55,232 (55,232) K/sec\n"
+            "  0:data/0  SyncSource Primary/Secondary UpToDate/Inconsistent\n\t[========>...........] sync'ed: 45.2% (702/1024)M\n\tfinish: 0:00:12 speed: 55,232 (54,112) K/sec\n"
         );
     }
 
@@ -285,11 +327,12 @@ mod tests {
         let s = ResyncStatus {
             eta_s: 3 * 3600 + 7 * 60 + 5,
             speed_bytes_per_s: 1024 * 1_234_567,
+            average_speed_bytes_per_s: 1024 * 999,
             ..resync()
         };
         assert_eq!(
             finish_line(&s),
-            "finish: 3:07:05 speed: 1,234,567 (1,234,567) K/sec"
+            "finish: 3:07:05 speed: 1,234,567 (999) K/sec"
         );
     }
 

@@ -58,6 +58,8 @@ impl Resource {
                 }
                 Ok(Some(()))
             }
+            AdminOp::PauseSync => self.set_sync_paused_here(true).map(Some),
+            AdminOp::ResumeSync => self.set_sync_paused_here(false).map(Some),
         };
         match result {
             Ok(Some(())) => self.out.push(Action::AdminDone {

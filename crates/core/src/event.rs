@@ -23,10 +23,18 @@ pub struct CmdId(pub u64);
 /// Admin commands (`hadisk primary|secondary|connect|disconnect`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminOp {
-    Promote { force: bool },
+    Promote {
+        force: bool,
+    },
     Demote,
-    Connect { discard_my_data: bool },
+    Connect {
+        discard_my_data: bool,
+    },
     Disconnect,
+    /// `pause-sync`: no resync requests until `resume-sync` (on this node
+    /// or the peer, whichever paused).
+    PauseSync,
+    ResumeSync,
 }
 
 /// What happened.
@@ -53,6 +61,9 @@ pub enum Event {
     Peer(Message),
     /// An admin command.
     Admin { cmd: CmdId, op: AdminOp },
+    /// The time asked for by [`Action::WakeAt`] has come (a late or
+    /// spurious tick is harmless).
+    Tick,
 }
 
 /// The superblock fields the core owns (the driver maps them to the
@@ -142,6 +153,10 @@ pub enum Action {
         cmd: CmdId,
         result: Result<(), CoreError>,
     },
+    /// Feed [`Event::Tick`] at (or after) this time, as
+    /// [`crate::Resource::handle`]'s clock counts it. Only the earliest
+    /// outstanding one matters; the core asks again when it needs to.
+    WakeAt { at_ms: u64 },
     /// A state changed (for the log: `info!` with from/to).
     Transition {
         what: &'static str,

@@ -15,7 +15,7 @@
 
 use bytes::Bytes;
 use hadisk_bitmap::{DirtyBitmap, BITMAP_PAGE_BYTES, BLOCKS_PER_PAGE};
-use hadisk_peer_proto::{DiskState, Message, Params, Role};
+use hadisk_peer_proto::{rle, DiskState, Message, Params, Role};
 
 use crate::event::Action;
 use crate::generation::new_generation;
@@ -90,12 +90,25 @@ impl Resource {
             if !last && bytes.iter().all(|b| *b == 0) {
                 continue;
             }
-            let bits = Bytes::from(bytes);
-            self.send(Message::BitmapChunk {
-                first_block: page * BLOCKS_PER_PAGE,
-                bits,
-                last,
-            });
+            let first_block = page * BLOCKS_PER_PAGE;
+            let blocks = self.page_blocks(first_block);
+            // Run-length coded where that is shorter (DRBD's compressed
+            // bitmap); the plain page otherwise (e.g. a random half-dirty one).
+            let runs = rle::encode(&bytes, blocks);
+            let msg = if runs.len() < bytes.len() {
+                Message::BitmapRle {
+                    first_block,
+                    runs: Bytes::from(runs),
+                    last,
+                }
+            } else {
+                Message::BitmapChunk {
+                    first_block,
+                    bits: Bytes::from(bytes),
+                    last,
+                }
+            };
+            self.send(msg);
         }
         if pages == 0 {
             self.send(Message::BitmapChunk {
@@ -148,6 +161,46 @@ impl Resource {
                 err = Some(format!("bad bitmap chunk from the peer: {e}"));
             }
         }
+        if let Some(e) = err {
+            self.protocol_error(e);
+            return;
+        }
+        h.got_last_chunk |= last;
+        self.maybe_decide();
+    }
+
+    /// Blocks of the bitmap page that starts at `first_block`.
+    fn page_blocks(&self, first_block: u64) -> u64 {
+        self.bitmap
+            .blocks()
+            .saturating_sub(first_block)
+            .min(BLOCKS_PER_PAGE)
+    }
+
+    /// A run-length coded page of the peer's bitmap (see `rle`); a bad one
+    /// drops the link, and the half-loaded bitmap with the handshake.
+    pub(crate) fn peer_bitmap_rle(&mut self, first_block: u64, runs: &[u8], last: bool) {
+        let blocks = self.page_blocks(first_block);
+        let Some(h) = self.handshake_mut() else {
+            self.protocol_error("bitmap outside the handshake".into());
+            return;
+        };
+        let err = if !first_block.is_multiple_of(BLOCKS_PER_PAGE)
+            || (blocks == 0 && !runs.is_empty())
+        {
+            Some(format!(
+                "run-length coded bitmap chunk at block {first_block} does not start a page of the volume"
+            ))
+        } else {
+            rle::decode(runs, blocks).find_map(|run| match run {
+                Ok(r) => h
+                    .peer_bitmap
+                    .set_blocks(first_block + r.start..first_block + r.end)
+                    .err()
+                    .map(|e| format!("bad bitmap chunk from the peer: {e}")),
+                Err(e) => Some(format!("bad bitmap chunk from the peer: {e}")),
+            })
+        };
         if let Some(e) = err {
             self.protocol_error(e);
             return;
@@ -234,6 +287,10 @@ impl Resource {
         self.last_error = None;
         self.discard_my_data = false;
         self.peer_uuids = peer.uuids;
+        if self.sync_paused_here {
+            // Our pause-sync outlives the link: the peer learns it first.
+            self.send(Message::SyncPause { paused: true });
+        }
         self.set_conn(Connection::Connected);
         self.set_peer_role(peer.role);
         self.set_peer_disk(Some(peer.disk));
@@ -265,7 +322,7 @@ impl Resource {
                 }
                 self.set_disk(good(self.disk));
                 self.set_peer_disk(Some(DiskState::Inconsistent));
-                self.set_repl(Replication::SyncSource);
+                self.set_repl(self.sync_state(false));
                 self.start_progress();
             }
             SyncOutcome::Target { full } => {
@@ -320,6 +377,7 @@ impl Resource {
             matches!(was, Link::Up) && self.peer_disk.is_some_and(|d| d >= DiskState::Inconsistent);
         self.link_epoch += 1;
         self.set_repl(Replication::Off);
+        self.sync_paused_by_peer = false;
         self.set_peer_role(Role::Unknown);
         self.granted_peer = false;
         if self.conn != Connection::StandAlone {

@@ -40,6 +40,8 @@
 //!   link fails (including keepalive timeouts: a peer that stops reading
 //!   must end as `LinkDown`, never as a stall). [`Action::CloseLink`] closes
 //!   the link; with `redial` keep dialing afterwards.
+//! * [`Action::WakeAt`]: feed [`Event::Tick`] once that time has come (the
+//!   resync rate controller waits for its budget to refill).
 //! * Reads from NBD clients do not pass through the core: a Primary reads
 //!   its own disk ([`Resource::can_serve_reads`]).
 //!
@@ -99,6 +101,7 @@ mod handshake;
 mod meta;
 mod peer_apply;
 pub mod rangelock;
+pub mod rate;
 mod resource;
 mod resync;
 pub mod split_brain;
@@ -112,6 +115,7 @@ pub use event::{
 };
 pub use generation::{finish_sync_source, new_generation};
 pub use hadisk_peer_proto::{DiskState, Role, Uuids};
+pub use rate::{DynamicRate, RateMode, RateStatus};
 pub use resource::{Config, Resource};
 pub use split_brain::{AfterSbPolicies, AfterSbPolicy, SaveRequest};
 pub use states::{Connection, Replication};
@@ -166,6 +170,10 @@ pub enum CoreError {
         extents: u64,
         capacity: u32,
     },
+    #[error("the resync is already paused on this node: resume it with hadisk resume-sync")]
+    SyncAlreadyPaused,
+    #[error("the resync is not paused on this node (a pause made on the peer is resumed there)")]
+    SyncNotPaused,
     /// The attached metadata does not fit the configuration.
     #[error("cannot attach the disk: {reason}")]
     Attach { reason: String },

@@ -33,6 +33,11 @@ impl Resource {
             self.protocol_error(format!("peer write rejected: {e}"));
             return;
         }
+        if !resync {
+            // The Primary's application writes: the SyncTarget's controller
+            // leaves room for them.
+            self.rate.app_io(self.now_ms, len);
+        }
         if !resync && self.role == Role::Primary {
             self.protocol_error("the peer sent application data but this node is Primary".into());
             return;

@@ -19,6 +19,7 @@ use hadisk_peer_proto::{DiskState, Message, Params, Role, Uuids};
 
 use crate::event::{Action, Attached, CmdId, Event, IoId, ReqId, SuperblockState};
 use crate::rangelock::RangeLock;
+use crate::rate::{RateController, RateMode};
 use crate::split_brain::AfterSbPolicies;
 use crate::states::{Connection, Replication};
 use crate::CoreError;
@@ -50,6 +51,8 @@ pub struct Config {
     pub resync_requests: usize,
     /// See [`DEFAULT_MAX_UNSTABLE`].
     pub max_unstable: usize,
+    /// The resync rate controller's mode (`resync-rate`, `c-*`).
+    pub rate: RateMode,
     /// Seeds the generator of new generation UUIDs (the daemon passes OS
     /// randomness; the simulator its seed).
     pub uuid_seed: u64,
@@ -69,6 +72,7 @@ impl Config {
             resync_chunk_bytes: DEFAULT_RESYNC_CHUNK_BYTES,
             resync_requests: DEFAULT_RESYNC_REQUESTS,
             max_unstable: DEFAULT_MAX_UNSTABLE,
+            rate: RateMode::default(),
             uuid_seed,
             resource: "RES".to_string(),
         }
@@ -197,6 +201,8 @@ pub(crate) struct PeerFlush {
 pub(crate) struct SyncProgress {
     pub total_blocks: u64,
     pub started_ms: u64,
+    /// Sync marks (time, blocks left), oldest first, at least one.
+    pub marks: VecDeque<(u64, u64)>,
 }
 
 /// The target's resync walker.
@@ -279,6 +285,15 @@ pub struct Resource {
     /// meanwhile.
     pub(crate) saving: Option<(IoId, u64)>,
     pub(crate) last_error: Option<String>,
+    /// Decides how fast the target requests (see `rate`).
+    pub(crate) rate: RateController,
+    /// The earliest `Action::WakeAt` asked for and not yet reached.
+    pub(crate) wake_at: Option<u64>,
+    /// `pause-sync` on this node (kept across reconnects until
+    /// `resume-sync`, as DRBD's user_isp).
+    pub(crate) sync_paused_here: bool,
+    /// The peer paused the resync (forgotten when the link drops).
+    pub(crate) sync_paused_by_peer: bool,
     pub(crate) out: Vec<Action>,
 }
 
@@ -306,6 +321,7 @@ impl Resource {
         } else {
             DiskState::Inconsistent
         };
+        let cfg_rate = cfg.rate;
         let mut r = Resource {
             rng: cfg.uuid_seed ^ 0x9E37_79B9_7F4A_7C15,
             cfg,
@@ -349,6 +365,10 @@ impl Resource {
             discard_my_data: false,
             saving: None,
             last_error: None,
+            rate: RateController::new(cfg_rate),
+            wake_at: None,
+            sync_paused_here: false,
+            sync_paused_by_peer: false,
             out: Vec::new(),
         };
         if sb.primary || sb.crashed_primary {
@@ -391,8 +411,10 @@ impl Resource {
             Event::LinkDown { reason } => self.link_down(&reason, false),
             Event::Peer(msg) => self.peer_message(msg),
             Event::Admin { cmd, op } => self.admin(cmd, op),
+            Event::Tick => self.tick(),
         }
         self.send_deferred_params();
+        self.note_progress();
         std::mem::take(&mut self.out)
     }
 
@@ -430,6 +452,11 @@ impl Resource {
                 bits,
                 last,
             } => self.peer_bitmap_chunk(first_block, &bits, last),
+            Message::BitmapRle {
+                first_block,
+                runs,
+                last,
+            } => self.peer_bitmap_rle(first_block, &runs, last),
             Message::Data {
                 seq,
                 offset_bytes,
@@ -470,6 +497,7 @@ impl Resource {
             }
             Message::PromoteRequest { seq } => self.peer_promote_request(seq),
             Message::PromoteReply { seq, granted } => self.peer_promote_reply(seq, granted),
+            Message::SyncPause { paused } => self.peer_sync_pause(paused),
             other @ (Message::Hello { .. }
             | Message::AuthChallenge { .. }
             | Message::AuthResponse { .. }

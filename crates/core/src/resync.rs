@@ -14,6 +14,8 @@
 //! * A range the target confirmed stays unstable on the source (re-marked if
 //!   the link drops) until a flush of both disks.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use hadisk_bitmap::BLOCK_BYTES;
 use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
@@ -23,21 +25,132 @@ use crate::generation::{finish_sync_source, finish_sync_target};
 use crate::resource::{MetaWaiter, Queued, Resource, SourceRead, SyncProgress, TargetSync};
 use crate::states::Replication;
 
+/// How often a running resync records a sync mark (time, blocks left).
+pub const SYNC_MARK_STEP_MS: u64 = 1_000;
+/// The current speed is measured over about this long (DRBD's `speed:`
+/// figure is over its last few sync marks too; the average since the start
+/// is shown beside it).
+pub const CURRENT_SPEED_WINDOW_MS: u64 = 4_000;
+
 impl Resource {
     pub(crate) fn start_progress(&mut self) {
+        let total_blocks = self.bitmap.dirty_blocks();
         self.progress = Some(SyncProgress {
-            total_blocks: self.bitmap.dirty_blocks(),
+            total_blocks,
             started_ms: self.now_ms,
+            marks: VecDeque::from([(self.now_ms, total_blocks)]),
         });
+    }
+
+    /// Records a sync mark (time, blocks left) every [`SYNC_MARK_STEP_MS`],
+    /// keeping those of the last [`CURRENT_SPEED_WINDOW_MS`]: the current
+    /// speed is measured from the oldest (DRBD's sync marks).
+    pub(crate) fn note_progress(&mut self) {
+        let now = self.now_ms;
+        let left = self.bitmap.dirty_blocks();
+        let Some(p) = self.progress.as_mut() else {
+            return;
+        };
+        if p.marks
+            .back()
+            .is_some_and(|(t, _)| now < t + SYNC_MARK_STEP_MS)
+        {
+            return;
+        }
+        p.marks.push_back((now, left));
+        while p.marks.len() > 1
+            && p.marks
+                .get(1)
+                .is_some_and(|(t, _)| now >= t + CURRENT_SPEED_WINDOW_MS)
+        {
+            p.marks.pop_front();
+        }
+    }
+
+    /// Asks the driver for a tick at `at_ms` unless an earlier one is due.
+    pub(crate) fn wake_at_time(&mut self, at_ms: u64) {
+        if self.wake_at.is_some_and(|w| w <= at_ms && w > self.now_ms) {
+            return;
+        }
+        self.wake_at = Some(at_ms);
+        self.out.push(Action::WakeAt { at_ms });
+    }
+
+    pub(crate) fn tick(&mut self) {
+        if self.wake_at.is_some_and(|w| w <= self.now_ms) {
+            self.wake_at = None;
+        }
+        self.target_pump();
+    }
+
+    /// Either node paused the resync.
+    pub(crate) fn sync_paused(&self) -> bool {
+        self.sync_paused_here || self.sync_paused_by_peer
+    }
+
+    /// The replication state of a running resync, paused or not.
+    pub(crate) fn sync_state(&self, target: bool) -> Replication {
+        match (target, self.sync_paused()) {
+            (true, false) => Replication::SyncTarget,
+            (true, true) => Replication::PausedSyncT,
+            (false, false) => Replication::SyncSource,
+            (false, true) => Replication::PausedSyncS,
+        }
+    }
+
+    /// Re-derives SyncX/PausedSyncX after a pause flag changed; a resumed
+    /// target requests again.
+    fn pause_changed(&mut self) {
+        let target = match self.repl {
+            Replication::SyncTarget | Replication::PausedSyncT => true,
+            Replication::SyncSource | Replication::PausedSyncS => false,
+            _ => return,
+        };
+        self.set_repl(self.sync_state(target));
+        if target {
+            self.target_pump();
+        }
+    }
+
+    /// `pause-sync` / `resume-sync` here: tell the peer, which shows the
+    /// paused state too.
+    pub(crate) fn set_sync_paused_here(&mut self, paused: bool) -> Result<(), crate::CoreError> {
+        if self.sync_paused_here == paused {
+            return Err(if paused {
+                crate::CoreError::SyncAlreadyPaused
+            } else {
+                crate::CoreError::SyncNotPaused
+            });
+        }
+        self.sync_paused_here = paused;
+        if self.link_is_up() {
+            self.send(Message::SyncPause { paused });
+        }
+        self.pause_changed();
+        Ok(())
+    }
+
+    pub(crate) fn peer_sync_pause(&mut self, paused: bool) {
+        self.sync_paused_by_peer = paused;
+        self.pause_changed();
+    }
+
+    /// The SyncSource's side of a resync, paused or not.
+    pub(crate) fn is_sync_source(&self) -> bool {
+        matches!(
+            self.repl,
+            Replication::SyncSource | Replication::PausedSyncS
+        )
     }
 
     /// Becomes SyncTarget: persist Inconsistent, then request.
     pub(crate) fn start_target(&mut self) {
-        self.set_repl(Replication::SyncTarget);
+        self.set_repl(self.sync_state(true));
         self.set_disk(DiskState::Inconsistent);
         self.sb.consistent = false;
         self.sb.was_up_to_date = false;
         self.target = Some(TargetSync::default());
+        self.rate.start(self.now_ms);
         self.start_progress();
         let seq = self.queue_meta(None);
         self.wait_meta(seq, MetaWaiter::StartTarget);
@@ -55,22 +168,35 @@ impl Resource {
             .clamp(1, crate::rangelock::MAX_LOCK_SPAN_BLOCKS - 1)
     }
 
-    /// Sends requests up to the in-flight limit; finishes when nothing is
-    /// left.
+    /// Sends requests up to the in-flight limit and what the rate
+    /// controller allows (asking for a [`Action::WakeAt`] when it holds
+    /// them back); finishes when nothing is left. Nothing while paused.
     pub(crate) fn target_pump(&mut self) {
         let chunk = self.chunk_blocks();
         let limit = self.cfg.resync_requests.max(1);
+        let paused = self.sync_paused();
+        let now = self.now_ms;
         let mut requests = Vec::new();
+        let mut wake = None;
         {
             let Some(t) = self.target.as_mut() else {
                 return;
             };
-            if !t.started || t.finishing.is_some() {
+            if !t.started || t.finishing.is_some() || paused {
                 return;
             }
+            let inflight_blocks: u64 = t.inflight.values().map(|(_, n)| n).sum();
+            let allowance = self.rate.allowance(now, inflight_blocks * BLOCK_BYTES);
+            let mut allowed_blocks = allowance.bytes / BLOCK_BYTES;
+            if allowed_blocks == 0 {
+                wake = allowance.wake_at_ms;
+            }
             let mut wrapped = false;
-            while t.inflight.len() + requests.len() < limit {
-                match self.bitmap.next_dirty_run(t.cursor, chunk) {
+            while t.inflight.len() + requests.len() < limit && allowed_blocks > 0 {
+                match self
+                    .bitmap
+                    .next_dirty_run(t.cursor, chunk.min(allowed_blocks))
+                {
                     Some(run) => {
                         // Skip a run that is already requested.
                         if t.inflight
@@ -81,6 +207,7 @@ impl Resource {
                             continue;
                         }
                         requests.push((run.start, run.end - run.start));
+                        allowed_blocks -= run.end - run.start;
                         t.cursor = run.end;
                     }
                     None if !wrapped && !self.bitmap.is_clean() => {
@@ -91,7 +218,11 @@ impl Resource {
                 }
             }
         }
+        if let Some(at_ms) = wake {
+            self.wake_at_time(at_ms);
+        }
         for (first, n) in requests {
+            self.rate.issued(n * BLOCK_BYTES);
             let seq = self.next_io().0;
             let offset_bytes = first * BLOCK_BYTES;
             let len_bytes = (n * BLOCK_BYTES).min(self.cfg.size_bytes - offset_bytes) as u32;
@@ -284,7 +415,7 @@ impl Resource {
         self.set_peer_role(role);
         self.peer_uuids = uuids;
         self.set_peer_disk(Some(disk));
-        if self.repl == Replication::SyncSource && disk == DiskState::UpToDate {
+        if self.is_sync_source() && disk == DiskState::UpToDate {
             self.finish_source();
         }
         let awaiting = self.target.as_ref().is_some_and(|t| t.awaiting_source);

@@ -14,7 +14,11 @@ pub struct ResyncProgress {
     pub total_bytes: u64,
     pub done_bytes: u64,
     pub done_percent: f64,
+    /// The current speed: over the last few seconds (DRBD's sync marks).
     pub speed_bytes_per_s: u64,
+    /// The average speed since the resync started.
+    pub average_speed_bytes_per_s: u64,
+    /// From the current speed (the average if nothing moved lately);
     /// `None` until something was synced.
     pub eta_s: Option<u64>,
 }
@@ -34,6 +38,11 @@ pub struct Status {
     pub uuids: Uuids,
     /// Why the link was refused or dropped last (split brain, …).
     pub last_error: Option<String>,
+    /// `pause-sync` was given on this node / on the peer.
+    pub sync_paused_here: bool,
+    pub sync_paused_by_peer: bool,
+    /// The resync rate controller's mode and what it allows now.
+    pub rate: crate::rate::RateStatus,
 }
 
 impl Resource {
@@ -49,6 +58,10 @@ impl Resource {
             resync: self.resync_progress(now_ms),
             uuids: self.sb.uuids,
             last_error: self.last_error.clone(),
+            sync_paused_here: self.sync_paused_here,
+            sync_paused_by_peer: self.sync_paused_by_peer,
+            // A copy: measuring advances the controller's window.
+            rate: self.rate.clone().status(now_ms),
         }
     }
 
@@ -63,13 +76,26 @@ impl Resource {
             done_bytes as f64 * 100.0 / total_bytes as f64
         };
         let elapsed_ms = now_ms.saturating_sub(p.started_ms).max(1);
-        let speed_bytes_per_s = done_bytes.saturating_mul(1000) / elapsed_ms;
-        let eta_s = (speed_bytes_per_s > 0).then(|| left / speed_bytes_per_s);
+        let average_speed_bytes_per_s = done_bytes.saturating_mul(1000) / elapsed_ms;
+        let (mark_ms, mark_left) = p
+            .marks
+            .front()
+            .copied()
+            .unwrap_or((p.started_ms, p.total_blocks));
+        let moved = (mark_left * BLOCK_BYTES).saturating_sub(left);
+        let speed_bytes_per_s = moved.saturating_mul(1000) / now_ms.saturating_sub(mark_ms).max(1);
+        let eta_speed = if speed_bytes_per_s > 0 {
+            speed_bytes_per_s
+        } else {
+            average_speed_bytes_per_s
+        };
+        let eta_s = (eta_speed > 0).then(|| left / eta_speed);
         Some(ResyncProgress {
             total_bytes,
             done_bytes,
             done_percent,
             speed_bytes_per_s,
+            average_speed_bytes_per_s,
             eta_s,
         })
     }

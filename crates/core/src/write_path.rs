@@ -24,6 +24,8 @@ use crate::CoreError;
 impl Resource {
     pub(crate) fn client_write(&mut self, req: ReqId, offset_bytes: u64, data: Bytes, fua: bool) {
         let len = data.len() as u64;
+        // A Primary that is SyncTarget leaves room for its own writes.
+        self.rate.app_io(self.now_ms, len);
         let refuse = if self.role != Role::Primary || self.demoting {
             Some(CoreError::NotPrimary)
         } else if self.disk < DiskState::Inconsistent {

@@ -35,6 +35,11 @@
 //! * `BitmapChunk`: bitmap bytes (bit `i` of byte `j` is block
 //!   `offset_bytes + 8*j + i`, where `offset_bytes` holds the first block
 //!   number); `FLAG_LAST` marks the final chunk.
+//! * `BitmapRle`: the same range, run-length coded ([`crate::rle`]); it
+//!   covers the blocks from `offset_bytes` (the first block) to the end of
+//!   that bitmap page (32,768 blocks) or of the volume; `FLAG_LAST` as above.
+//! * `SyncPause`: `paused u8` (0 or 1): the sender's `pause-sync` /
+//!   `resume-sync` (1 byte).
 //! * `Data`, `ResyncData`: the data (offset and length multiples of [`SECTOR_BYTES`]).
 //! * `PromoteRequest`, `PromoteReply`: empty; the reply's `FLAG_GRANTED`
 //!   says whether the peer agreed (two-phase promotion, so that two nodes
@@ -119,6 +124,10 @@ pub enum Kind {
     InSync = 19,
     PromoteRequest = 20,
     PromoteReply = 21,
+    // Codes from 30 on: kinds added by later features, away from the
+    // range other features extend.
+    SyncPause = 30,
+    BitmapRle = 31,
 }
 
 /// How long a kind's payload may be.
@@ -131,7 +140,7 @@ enum PayloadRule {
 impl Kind {
     fn from_code(code: u16) -> Option<Kind> {
         use Kind::*;
-        const ALL: [Kind; 21] = [
+        const ALL: [Kind; 23] = [
             Hello,
             AuthChallenge,
             AuthResponse,
@@ -153,6 +162,8 @@ impl Kind {
             InSync,
             PromoteRequest,
             PromoteReply,
+            SyncPause,
+            BitmapRle,
         ];
         ALL.iter().copied().find(|k| *k as u16 == code)
     }
@@ -165,7 +176,8 @@ impl Kind {
             AuthChallenge => Range(MIN_CHALLENGE_BYTES, MAX_CHALLENGE_BYTES),
             AuthResponse => Exact(DIGEST_BYTES as u32),
             Params => Exact(PARAMS_LEN),
-            BitmapChunk => Range(0, MAX_BITMAP_CHUNK_BYTES),
+            BitmapChunk | BitmapRle => Range(0, MAX_BITMAP_CHUNK_BYTES),
+            SyncPause => Exact(1),
             Data | ResyncData => Blocks,
             ResyncRequest | OutOfSync | InSync => Exact(LEN_FIELD),
             CsumRequest => Exact(LEN_FIELD + DIGEST_BYTES as u32),
@@ -219,6 +231,17 @@ pub enum Message {
         first_block: u64,
         bits: Bytes,
         last: bool,
+    },
+    /// Part of the dirty bitmap, run-length coded ([`crate::rle`]): the
+    /// blocks from `first_block` to the end of its bitmap page.
+    BitmapRle {
+        first_block: u64,
+        runs: Bytes,
+        last: bool,
+    },
+    /// The sender's resync pause flag (`pause-sync` / `resume-sync`).
+    SyncPause {
+        paused: bool,
     },
     /// An application write, mirrored (protocol C).
     Data {
@@ -401,6 +424,18 @@ impl Message {
                     bits.clone(),
                 )
             }
+            Message::BitmapRle {
+                first_block,
+                runs,
+                last,
+            } => {
+                let flags = if *last { FLAG_LAST } else { 0 };
+                (head(Kind::BitmapRle, flags, 0, *first_block), runs.clone())
+            }
+            Message::SyncPause { paused } => (
+                head(Kind::SyncPause, 0, 0, 0),
+                Bytes::copy_from_slice(&[u8::from(*paused)]),
+            ),
             Message::Data {
                 seq,
                 offset_bytes,
@@ -634,6 +669,21 @@ fn parse_body(head: Head, mut p: Bytes) -> Result<Message, ProtoError> {
             first_block: offset_bytes,
             bits: p,
             last: flags & FLAG_LAST != 0,
+        },
+        Kind::BitmapRle => Message::BitmapRle {
+            first_block: offset_bytes,
+            runs: p,
+            last: flags & FLAG_LAST != 0,
+        },
+        Kind::SyncPause => match p.get_u8() {
+            0 => Message::SyncPause { paused: false },
+            1 => Message::SyncPause { paused: true },
+            code => {
+                return Err(ProtoError::UnknownFlags {
+                    kind,
+                    flags: u16::from(code),
+                })
+            }
         },
         Kind::Data => {
             check_range(kind, offset_bytes, p.len() as u64)?;

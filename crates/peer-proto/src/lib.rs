@@ -9,7 +9,8 @@
 //! * [`state`]: roles, disk states and generation UUIDs with DRBD's names.
 //!
 //! After the handshake each side sends `Params` (sizes, UUIDs, role, disk
-//! state), then its dirty bitmap as `BitmapChunk`s (the last one flagged);
+//! state), then its dirty bitmap as `BitmapChunk`s or, where shorter,
+//! run-length coded `BitmapRle`s ([`rle`]) (the last one flagged);
 //! what follows is driven by `hadisk-core`.
 //!
 //! Nothing here performs I/O, reads a clock or draws random numbers: the
@@ -19,6 +20,7 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod rle;
 pub mod state;
 
 pub use frame::{decode, Decoder, EncodedFrame, Kind, Message, Params};
@@ -74,6 +76,8 @@ pub enum ProtoError {
     UnsupportedHmacAlg { name: String },
     #[error("unexpected {got} during {during}")]
     UnexpectedMessage { during: &'static str, got: String },
+    #[error("bad run-length coded bitmap chunk: {reason}")]
+    BadBitmapRle { reason: String },
     #[error("the peer disconnected: {reason}")]
     PeerDisconnected { reason: String },
 }
@@ -86,6 +90,8 @@ pub fn frame_kind_name(msg: &Message) -> &'static str {
         Message::AuthResponse { .. } => "AuthResponse",
         Message::Params(_) => "Params",
         Message::BitmapChunk { .. } => "BitmapChunk",
+        Message::BitmapRle { .. } => "BitmapRle",
+        Message::SyncPause { .. } => "SyncPause",
         Message::Data { .. } => "Data",
         Message::WriteAck { .. } => "WriteAck",
         Message::NegAck { .. } => "NegAck",

@@ -145,6 +145,17 @@ fn arb_message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|seq| Message::PromoteRequest { seq }),
         (any::<u64>(), any::<bool>())
             .prop_map(|(seq, granted)| Message::PromoteReply { seq, granted }),
+        (
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..512),
+            any::<bool>()
+        )
+            .prop_map(|(first_block, runs, last)| Message::BitmapRle {
+                first_block,
+                runs: Bytes::from(runs),
+                last
+            }),
+        any::<bool>().prop_map(|paused| Message::SyncPause { paused }),
     ]
 }
 

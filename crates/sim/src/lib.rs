@@ -40,6 +40,10 @@ pub struct Options {
     pub switchover_weight: u64,
     /// `hadisk disconnect` on one node, `connect` again 20–300 ms later.
     pub disconnect_weight: u64,
+    /// `hadisk pause-sync` on one node, `resume-sync` 20–300 ms later.
+    pub pause_weight: u64,
+    /// The resync rate controller (fixed, or dynamic with drawn `c-*`).
+    pub rate: hadisk_core::RateMode,
     pub flush_percent: u64,
     pub fua_percent: u64,
     /// Print every trace line as it happens (`SIM_TRACE=1` with replay).
@@ -58,6 +62,7 @@ impl Options {
         let spike_weight = w(10);
         let switchover_weight = w(10);
         let disconnect_weight = w(8);
+        let pause_weight = w(8);
         let mut r = Rng::new(seed ^ 0x4F50_5453);
         Options {
             size_bytes: 32 << 20,
@@ -74,10 +79,32 @@ impl Options {
             spike_weight,
             switchover_weight,
             disconnect_weight,
+            pause_weight,
             flush_percent: r.range(0, 10),
             fua_percent: r.range(0, 20),
+            rate: swarm_rate(&mut r),
             trace: false,
         }
+    }
+}
+
+/// The rate controller of a swarm run: the default, a dynamic one with
+/// small `c-*` values (throttling often, waking on ticks), or a fixed
+/// rate fast enough to finish a 32 MiB full sync within the quiescence
+/// limit.
+fn swarm_rate(r: &mut Rng) -> hadisk_core::RateMode {
+    use hadisk_core::{DynamicRate, RateMode};
+    match r.range(0, 2) {
+        0 => RateMode::default(),
+        1 => RateMode::Dynamic(DynamicRate {
+            plan_ahead_ms: r.range(1, 30) * 100,
+            fill_target_bytes: r.range(1, 64) * 4096,
+            min_rate_bytes_per_s: r.range(1, 8) << 20,
+            max_rate_bytes_per_s: [0, 16 << 20, 64 << 20][r.range(0, 2) as usize],
+        }),
+        _ => RateMode::Fixed {
+            rate_bytes_per_s: r.range(4, 64) << 20,
+        },
     }
 }
 

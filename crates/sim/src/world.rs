@@ -64,6 +64,15 @@ enum Ev {
     Reconnect {
         node: usize,
     },
+    /// `resume-sync` after a `pause-sync` fault.
+    Resume {
+        node: usize,
+    },
+    /// A time node `node` asked for with `WakeAt`.
+    Tick {
+        node: usize,
+        inc: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +125,7 @@ pub struct Stats {
     pub failovers: u64,
     pub switchovers: u64,
     pub disconnects: u64,
+    pub pauses: u64,
     pub resyncs: u64,
     /// Handshakes at which "every difference is in a bitmap" was checked.
     pub bitmap_checks: u64,
@@ -135,6 +145,7 @@ impl Stats {
         self.failovers += o.failovers;
         self.switchovers += o.switchovers;
         self.disconnects += o.disconnects;
+        self.pauses += o.pauses;
         self.bitmap_checks += o.bitmap_checks;
         self.resyncs += o.resyncs;
         self.end_ms += o.end_ms;
@@ -255,6 +266,7 @@ impl World {
         cfg.resync_chunk_bytes = self.opts.resync_chunk_bytes;
         cfg.resync_requests = 4;
         cfg.max_unstable = self.opts.max_unstable;
+        cfg.rate = self.opts.rate;
         cfg
     }
 
@@ -349,6 +361,10 @@ impl World {
                         self.after_demote(i)?;
                     }
                 }
+            }
+            Action::WakeAt { at_ms } => {
+                let d = at_ms.saturating_sub(self.now);
+                self.at(d, Ev::Tick { node: i, inc });
             }
             Action::Transition { what, from, to } => {
                 if what == "replication" && to == "SyncTarget" {
@@ -575,6 +591,18 @@ impl World {
                 self.maybe_connect();
             }
             Ev::SpikeEnd => self.link.spike = false,
+            Ev::Tick { node, inc } => {
+                if self.nodes[node].inc == inc {
+                    self.feed(node, Event::Tick)?;
+                }
+            }
+            Ev::Resume { node } => {
+                if self.nodes[node].admin.is_some() {
+                    self.at(20, Ev::Resume { node });
+                } else if self.nodes[node].core.is_some() {
+                    self.admin(node, AdminOp::ResumeSync)?;
+                }
+            }
             Ev::Reconnect { node } => {
                 let standalone = self.nodes[node]
                     .core
@@ -834,6 +862,14 @@ impl World {
                 self.admin(i, AdminOp::Disconnect)?;
                 let d = self.rng.range(20, 300);
                 self.at(d, Ev::Reconnect { node: i });
+            }
+        } else if pick(o.pause_weight) {
+            let i = self.rng.range(0, 1) as usize;
+            if self.nodes[i].core.is_some() && self.nodes[i].admin.is_none() {
+                self.stats.pauses += 1;
+                self.admin(i, AdminOp::PauseSync)?;
+                let d = self.rng.range(20, 300);
+                self.at(d, Ev::Resume { node: i });
             }
         }
         Ok(())

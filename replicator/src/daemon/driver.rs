@@ -70,6 +70,8 @@ pub enum Input {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    /// A time the core asked for with `WakeAt` has come.
+    Tick,
     /// Disconnect, finish what is in flight, and end the task.
     Stop {
         reply: oneshot::Sender<()>,
@@ -249,6 +251,7 @@ impl Driver {
             Input::Status { reply } => {
                 let _ = reply.send(self.core.status(self.now_ms()));
             }
+            Input::Tick => self.feed(Event::Tick),
             Input::Stop { reply } => {
                 self.stopping = Some(reply);
                 let (tx, _rx) = oneshot::channel();
@@ -324,6 +327,14 @@ impl Driver {
                     if let Some(reply) = self.admins.remove(&cmd) {
                         let _ = reply.send(result);
                     }
+                }
+                Action::WakeAt { at_ms } => {
+                    let tx = self.inputs.clone();
+                    let at = self.started + Duration::from_millis(at_ms);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at.into()).await;
+                        let _ = tx.send(Input::Tick);
+                    });
                 }
                 Action::Transition { what, from, to } => {
                     info!(resource = %self.name, from = %from, to = %to, "{what}");

@@ -146,6 +146,14 @@ impl Daemon {
                 self.with_resource(&resource, |r| Box::pin(r.disconnect()))
                     .await
             }
+            Request::PauseSync { resource } => {
+                self.with_resource(&resource, |r| Box::pin(r.pause_sync(true)))
+                    .await
+            }
+            Request::ResumeSync { resource } => {
+                self.with_resource(&resource, |r| Box::pin(r.pause_sync(false)))
+                    .await
+            }
             Request::Invalidate { resource }
             | Request::Verify { resource } => Response::refused(format!(
                 "{resource}: this command needs the peer link, which this build of hadisk does not have yet"
@@ -277,7 +285,9 @@ fn request_resource(request: &Request) -> Option<&str> {
         | Request::Connect { resource, .. }
         | Request::Disconnect { resource }
         | Request::Invalidate { resource }
-        | Request::Verify { resource } => Some(resource),
+        | Request::Verify { resource }
+        | Request::PauseSync { resource }
+        | Request::ResumeSync { resource } => Some(resource),
     }
 }
 
@@ -293,6 +303,8 @@ fn request_name(request: &Request) -> &'static str {
         Request::Disconnect { .. } => "disconnect",
         Request::Invalidate { .. } => "invalidate",
         Request::Verify { .. } => "verify",
+        Request::PauseSync { .. } => "pause-sync",
+        Request::ResumeSync { .. } => "resume-sync",
     }
 }
 

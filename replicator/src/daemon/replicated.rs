@@ -36,7 +36,7 @@ use super::link::{self, LastError, LinkCmd, LinkConfig};
 use super::sb_save::SaveConfig;
 use super::state;
 use super::usable::UsableArea;
-use crate::status::{PeerStatus, ResourceStatus, ResyncStatus};
+use crate::status::{PeerStatus, ResourceStatus, ResyncRateStatus, ResyncStatus};
 
 /// Largest zeroing request turned into a replicated write of zeros (the
 /// NBD server's request cap is the same order).
@@ -84,6 +84,8 @@ struct Opened {
     md: Metadata,
     link: LinkConfig,
     al_extents: u32,
+    /// The resync rate controller (`resync-rate`, `c-plan-ahead`, `c-*`).
+    rate: hadisk_core::RateMode,
     nbd_listen: Option<SocketAddr>,
     wfc: (u32, u32),
     policies: hadisk_core::AfterSbPolicies,
@@ -154,6 +156,7 @@ impl Resource {
         cfg.al_extents = opened.al_extents;
         cfg.policies = opened.policies;
         cfg.resource = name.to_owned();
+        cfg.rate = opened.rate;
         cfg.resync_requests = RESYNC_REQUESTS;
         let image = attached.bitmap.clone();
         let (core, initial) =
@@ -459,7 +462,7 @@ impl Resource {
     pub async fn status(&self) -> ResourceStatus {
         let st = self.core_status().await;
         let link_error = driver::lock(&self.link_error).clone();
-        let (role, disk, peer) = match st {
+        let (role, disk, peer, resync_rate) = match st {
             Some(s) => (
                 s.role.to_string(),
                 s.disk.to_string(),
@@ -473,12 +476,16 @@ impl Resource {
                     resync: s.resync.map(|r| ResyncStatus {
                         done_percent: r.done_percent,
                         speed_bytes_per_s: r.speed_bytes_per_s,
+                        average_speed_bytes_per_s: r.average_speed_bytes_per_s,
                         eta_s: r.eta_s.unwrap_or(0),
                         remaining_bytes: r.total_bytes.saturating_sub(r.done_bytes),
                         total_bytes: r.total_bytes,
                     }),
                     last_error: s.last_error.or(link_error),
+                    sync_paused_here: s.sync_paused_here,
+                    sync_paused_by_peer: s.sync_paused_by_peer,
                 },
+                Some(rate_status(&s.rate)),
             ),
             None => (
                 "Secondary".into(),
@@ -492,7 +499,10 @@ impl Resource {
                     out_of_sync_bytes: 0,
                     resync: None,
                     last_error: link_error,
+                    sync_paused_here: false,
+                    sync_paused_by_peer: false,
                 },
+                None,
             ),
         };
         ResourceStatus {
@@ -505,9 +515,44 @@ impl Resource {
             nbd_socket: Some(self.socket.display().to_string()),
             nbd_tcp: self.tcp.map(|a| a.to_string()),
             crashed_primary: self.crashed_primary,
+            resync_rate,
             peer,
         }
     }
+
+    /// `pause-sync` / `resume-sync`.
+    pub async fn pause_sync(&mut self, paused: bool) -> anyhow::Result<String> {
+        if paused {
+            self.admin(AdminOp::PauseSync).await?;
+            Ok(format!("{}: resync paused", self.name))
+        } else {
+            self.admin(AdminOp::ResumeSync).await?;
+            Ok(format!("{}: resync resumed", self.name))
+        }
+    }
+}
+
+/// The controller's settings and what it allows now, for `status --json`.
+fn rate_status(r: &hadisk_core::RateStatus) -> ResyncRateStatus {
+    let mut s = ResyncRateStatus {
+        mode: r.mode.name().to_string(),
+        limit_bytes_per_s: r.limit_bytes_per_s,
+        throttled: r.throttled,
+        app_bytes_per_s: r.app_bytes_per_s,
+        ..ResyncRateStatus::default()
+    };
+    match r.mode {
+        hadisk_core::RateMode::Fixed { rate_bytes_per_s } => {
+            s.resync_rate_bytes_per_s = Some(rate_bytes_per_s);
+        }
+        hadisk_core::RateMode::Dynamic(d) => {
+            s.c_plan_ahead_ms = Some(d.plan_ahead_ms);
+            s.c_fill_target_bytes = Some(d.fill_target_bytes);
+            s.c_min_rate_bytes_per_s = Some(d.min_rate_bytes_per_s);
+            s.c_max_rate_bytes_per_s = Some(d.max_rate_bytes_per_s);
+        }
+    }
+    s
 }
 
 /// Binds the NBD listeners (Unix socket, `nbd-listen` TCP address).
@@ -595,6 +640,13 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         md,
         link,
         al_extents: res.disk.al_extents,
+        rate: hadisk_core::RateMode::from_options(
+            res.disk.resync_rate_bytes_per_s,
+            res.disk.c_plan_ahead_ms,
+            res.disk.c_fill_target_bytes,
+            res.disk.c_min_rate_bytes_per_s,
+            res.disk.c_max_rate_bytes_per_s,
+        ),
         nbd_listen: host.nbd_listen,
         wfc: (res.startup.wfc_timeout_s, res.startup.degr_wfc_timeout_s),
         policies: after_sb_policies(name, res)?,

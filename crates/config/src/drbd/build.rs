@@ -410,6 +410,33 @@ fn resync_rate(s: &Stmt) -> Result<u64> {
     )
 }
 
+/// DRBD's `c-fill-target` limit: 1 GiB (drbd_limits.h, in sectors).
+const C_FILL_TARGET_MAX_BYTES: u64 = 1 << 30;
+
+/// `c-fill-target`, `c-min-rate`, `c-max-rate` (DRBD's units and limits).
+fn controller_option(disk: &mut Disk, s: &Stmt) -> Result<()> {
+    let v = one(s, &format!("{} VALUE;", s.key))?;
+    match s.key.as_str() {
+        "c-fill-target" => {
+            disk.c_fill_target_bytes = size_bytes(v, &s.key, 512, 0, C_FILL_TARGET_MAX_BYTES)?
+        }
+        "c-min-rate" => {
+            disk.c_min_rate_bytes_per_s =
+                size_bytes(v, &s.key, 1024, 0, RESYNC_RATE_MAX_BYTES_PER_S)?
+        }
+        _ => {
+            disk.c_max_rate_bytes_per_s = size_bytes(
+                v,
+                &s.key,
+                1024,
+                RESYNC_RATE_MIN_BYTES_PER_S,
+                RESYNC_RATE_MAX_BYTES_PER_S,
+            )?
+        }
+    }
+    Ok(())
+}
+
 fn al_extents(s: &Stmt) -> Result<u32> {
     let v = one(s, "al-extents N;")?;
     Ok(plain_number(v, "al-extents", 67, 65_534, "4 MiB extents")? as u32)
@@ -421,6 +448,7 @@ fn disk_option(d: &mut Draft, s: &Stmt) -> Result<()> {
         "on-io-error" => disk.on_io_error = keyword(s, OnIoError::ALL)?,
         "resync-rate" => disk.resync_rate_bytes_per_s = resync_rate(s)?,
         "c-plan-ahead" => disk.c_plan_ahead_ms = time_ms(s, 0, 300, 100)?,
+        "c-fill-target" | "c-min-rate" | "c-max-rate" => controller_option(disk, s)?,
         "al-extents" => disk.al_extents = al_extents(s)?,
         "disk-flushes" => disk.disk_flushes = boolean(s)?,
         "md-flushes" => disk.md_flushes = boolean(s)?,
@@ -450,6 +478,7 @@ fn syncer_option(d: &mut Draft, s: &Stmt) -> Result<()> {
         "rate" => d.res.disk.resync_rate_bytes_per_s = resync_rate(s)?,
         "al-extents" => d.res.disk.al_extents = al_extents(s)?,
         "c-plan-ahead" => d.res.disk.c_plan_ahead_ms = time_ms(s, 0, 300, 100)?,
+        "c-fill-target" | "c-min-rate" | "c-max-rate" => controller_option(&mut d.res.disk, s)?,
         "verify-alg" => d.res.net.verify_alg = Some(string_value(s)?),
         "csums-alg" => d.res.net.csums_alg = Some(string_value(s)?),
         _ => {

@@ -17,6 +17,15 @@
 //! | `connect-int` | seconds | 10 | `connect_int_ms` |
 //! | `c-plan-ahead` | tenths of a second | 20 (2 s) | `c_plan_ahead_ms` |
 //! | `resync-rate` (8.3: `syncer { rate }`) | KiB/s without a suffix; `K`, `M`, `G` (powers of 1024) or `s` (512-byte sectors) | 250K | `resync_rate_bytes_per_s` |
+//! | `c-fill-target` | 512-byte sectors without a suffix; `K`, `M`, `G`, `s` | 100s (50 KiB) | `c_fill_target_bytes` |
+//! | `c-min-rate` | KiB/s without a suffix (0 = never throttle for application I/O) | 250K | `c_min_rate_bytes_per_s` |
+//! | `c-max-rate` | KiB/s without a suffix | **none** (DRBD: 100M) | `c_max_rate_bytes_per_s` (0 = none) |
+//!
+//! `c-max-rate` departs from DRBD on purpose: DRBD's 100 MiB/s cap holds a
+//! resync back on any faster link; hadisk's resync takes the whole link when
+//! there is no application I/O unless `c-max-rate` is set. `c-delay-target`
+//! is parsed and reported as ignored (the controller measures the
+//! application's rate, not the link's delay: see `hadisk-core`'s `rate`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -319,6 +328,14 @@ pub struct Disk {
     /// `c-plan-ahead` (DRBD: tenths of a second): the resync controller's
     /// horizon; 0 turns the dynamic controller off (fixed `resync-rate`).
     pub c_plan_ahead_ms: u64,
+    /// `c-fill-target`: resync bytes in flight while the application writes.
+    pub c_fill_target_bytes: u64,
+    /// `c-min-rate`: the resync's floor under application I/O; 0 = the
+    /// resync is never throttled for application I/O.
+    pub c_min_rate_bytes_per_s: u64,
+    /// `c-max-rate`: a cap on the dynamic controller; 0 = none (hadisk's
+    /// default, see the module header).
+    pub c_max_rate_bytes_per_s: u64,
     /// `al-extents`: activity-log extents (4 MiB each) hot at once.
     pub al_extents: u32,
     /// `disk-flushes` (8.3: `no-disk-flushes` turns it off).
@@ -333,6 +350,9 @@ impl Default for Disk {
             on_io_error: OnIoError::Detach,
             resync_rate_bytes_per_s: 250 * 1024,
             c_plan_ahead_ms: 2_000,
+            c_fill_target_bytes: 50 * 1024,
+            c_min_rate_bytes_per_s: 250 * 1024,
+            c_max_rate_bytes_per_s: 0,
             al_extents: 1237,
             disk_flushes: true,
             md_flushes: true,

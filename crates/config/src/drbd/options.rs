@@ -76,6 +76,9 @@ pub const DISK_IMPLEMENTED: &[&str] = &[
     "on-io-error",
     "resync-rate",
     "c-plan-ahead",
+    "c-fill-target",
+    "c-min-rate",
+    "c-max-rate",
     "al-extents",
     "disk-flushes",
     "md-flushes",
@@ -95,9 +98,6 @@ pub const DISK_IGNORED: &[&str] = &[
     "discard-zeroes-if-aligned",
     "disable-write-same",
     "c-delay-target",
-    "c-fill-target",
-    "c-max-rate",
-    "c-min-rate",
     "disk-timeout",
     "read-balancing",
     "rs-discard-granularity",
@@ -114,6 +114,9 @@ pub const SYNCER_IMPLEMENTED: &[&str] = &[
     "verify-alg",
     "csums-alg",
     "c-plan-ahead",
+    "c-fill-target",
+    "c-min-rate",
+    "c-max-rate",
 ];
 /// `syncer { }` options parsed and ignored.
 pub const SYNCER_IGNORED: &[&str] = &[
@@ -125,9 +128,6 @@ pub const SYNCER_IGNORED: &[&str] = &[
     "throttle-threshold",
     "hold-off-threshold",
     "c-delay-target",
-    "c-fill-target",
-    "c-max-rate",
-    "c-min-rate",
     "on-no-data-accessible",
 ];
 
