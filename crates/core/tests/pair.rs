@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use hadisk_bitmap::DirtyBitmap;
 use hadisk_core::{
-    Action, AdminOp, Attached, CmdId, Config, Connection, CoreError, Event, IoId, Replication,
-    ReqId, Resource, SuperblockState,
+    Action, AdminOp, Attached, CmdId, Config, Connection, CoreError, Event, IoId, RateMode,
+    Replication, ReqId, Resource, SuperblockState,
 };
 use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
 
@@ -25,9 +25,15 @@ struct Node {
     outbox: VecDeque<Message>,
     meta_writes: usize,
     dials: usize,
+    /// Times asked for with `WakeAt`.
+    wakes: Vec<u64>,
 }
 
 fn fresh(yields: bool) -> Node {
+    fresh_rate(yields, RateMode::default())
+}
+
+fn fresh_rate(yields: bool, rate: RateMode) -> Node {
     let attached = Attached {
         superblock: SuperblockState {
             uuids: Uuids::just_created(),
@@ -43,6 +49,7 @@ fn fresh(yields: bool) -> Node {
     let mut cfg = Config::new(SIZE, yields, if yields { 1 } else { 2 });
     cfg.al_extents = 7;
     cfg.resync_chunk_bytes = 4 << 20;
+    cfg.rate = rate;
     let (r, actions) = Resource::new(cfg, attached).unwrap();
     let mut n = Node {
         r,
@@ -53,6 +60,7 @@ fn fresh(yields: bool) -> Node {
         outbox: VecDeque::new(),
         meta_writes: 0,
         dials: 0,
+        wakes: Vec::new(),
     };
     n.absorb(actions);
     n
@@ -72,6 +80,7 @@ impl Node {
                 Action::AdminDone { cmd, result } => self.admin.push((cmd, result)),
                 Action::Transition { .. } | Action::CloseLink { .. } => {}
                 Action::Dial => self.dials += 1,
+                Action::WakeAt { at_ms } => self.wakes.push(at_ms),
                 Action::WriteMeta { .. } => {
                     self.meta_writes += 1;
                     self.io.push(a)
@@ -542,4 +551,70 @@ fn a_link_up_during_a_forced_promotion_handshakes_with_the_promoted_state() {
     assert_eq!(a.r.disk(), DiskState::UpToDate);
     assert_eq!(b.r.disk(), DiskState::UpToDate);
     assert_eq!(a.r.status(0).uuids.current, b.r.status(0).uuids.current);
+}
+
+#[test]
+fn pause_sync_holds_the_resync_on_both_sides_until_both_resume() {
+    let mut a = fresh(false);
+    let mut b = fresh(true);
+    a.admin(1, AdminOp::Promote { force: true });
+    a.finish_io();
+    // The future SyncTarget pauses before the resync starts.
+    assert_eq!(b.admin(2, AdminOp::PauseSync), Some(Ok(())));
+    assert_eq!(
+        b.admin(3, AdminOp::PauseSync),
+        Some(Err(CoreError::SyncAlreadyPaused))
+    );
+    connect(&mut a, &mut b);
+    settle(&mut a, &mut b);
+    assert_eq!(a.r.replication(), Replication::PausedSyncS);
+    assert_eq!(b.r.replication(), Replication::PausedSyncT);
+    assert_eq!(b.r.status(0).out_of_sync_bytes, SIZE, "nothing requested");
+    assert_eq!(
+        a.admin(4, AdminOp::ResumeSync),
+        Some(Err(CoreError::SyncNotPaused))
+    );
+    // Paused on both; one resume is not enough.
+    assert_eq!(a.admin(5, AdminOp::PauseSync), Some(Ok(())));
+    settle(&mut a, &mut b);
+    assert!(b.r.status(0).sync_paused_by_peer);
+    assert_eq!(b.admin(6, AdminOp::ResumeSync), Some(Ok(())));
+    settle(&mut a, &mut b);
+    assert_eq!(b.r.replication(), Replication::PausedSyncT);
+    assert_eq!(a.r.replication(), Replication::PausedSyncS);
+    assert_eq!(b.r.status(0).out_of_sync_bytes, SIZE);
+    let st = a.r.status(0);
+    assert!(st.sync_paused_here && !st.sync_paused_by_peer, "{st:?}");
+    assert_eq!(a.admin(7, AdminOp::ResumeSync), Some(Ok(())));
+    settle(&mut a, &mut b);
+    assert_eq!(a.r.replication(), Replication::Established);
+    assert_eq!(b.r.replication(), Replication::Established);
+    assert_eq!(b.r.disk(), DiskState::UpToDate);
+}
+
+#[test]
+fn a_fixed_resync_rate_paces_requests_with_wake_ups() {
+    let mut a = fresh(false);
+    let mut b = fresh_rate(
+        true,
+        RateMode::Fixed {
+            rate_bytes_per_s: 1 << 20,
+        },
+    );
+    a.admin(1, AdminOp::Promote { force: true });
+    a.finish_io();
+    connect(&mut a, &mut b);
+    settle(&mut a, &mut b);
+    // The bucket starts with one 100 ms step's worth: 25 whole blocks of
+    // 104,857 bytes; the 26th is due in 2 ms.
+    let done = |b: &Node| SIZE - b.r.status(0).out_of_sync_bytes;
+    assert_eq!(done(&b), 25 * 4096);
+    assert_eq!(b.wakes.last(), Some(&2));
+    assert_eq!(b.r.replication(), Replication::SyncTarget);
+    // A second later the bucket is full again (one step's worth, no more).
+    let actions = b.r.handle(1000, Event::Tick);
+    b.absorb(actions);
+    settle(&mut a, &mut b);
+    assert_eq!(done(&b), 50 * 4096);
+    assert_eq!(b.r.status(1000).rate.limit_bytes_per_s, Some(1 << 20));
 }
