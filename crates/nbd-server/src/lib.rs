@@ -16,7 +16,7 @@ mod transmission;
 mod volume;
 
 pub use connection::HANDSHAKE_TIMEOUT_MS;
-pub use local::{IoMode, LocalVolume};
+pub use local::{IoMode, LocalVolume, WriteGate, WriteStart};
 pub use server::{Server, ServerError, MAX_CONNECTIONS};
 pub use transmission::{MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_REQUESTS};
 pub use volume::{ExportInfo, ExportRegistry, Volume, VolumeError, VolumeFuture};

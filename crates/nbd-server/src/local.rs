@@ -76,7 +76,7 @@ pub const POOLED_PERIOD_MS: u64 = 1_000;
 /// syscalls, paid only then) and the gate closes only if that write is slow
 /// *and* slept. Preemption is involuntary and never closes it.
 #[derive(Debug)]
-struct WriteGate {
+pub struct WriteGate {
     epoch: Instant,
     /// Nanoseconds since `epoch` before which writes go to the pool.
     pooled_until_ns: AtomicU64,
@@ -86,14 +86,15 @@ struct WriteGate {
 
 /// What a write measured before it started.
 #[derive(Debug, Clone, Copy)]
-struct WriteStart {
+pub struct WriteStart {
     started_ns: u64,
     /// Voluntary context switches of this thread, when probing.
     voluntary_switches: Option<i64>,
 }
 
 impl WriteGate {
-    fn new() -> Self {
+    /// A gate that lets writes run inline.
+    pub fn new() -> Self {
         WriteGate {
             epoch: Instant::now(),
             pooled_until_ns: AtomicU64::new(0),
@@ -105,12 +106,13 @@ impl WriteGate {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn pooled(&self) -> bool {
+    /// Writes should go to the blocking pool now.
+    pub fn pooled(&self) -> bool {
         self.now_ns() < self.pooled_until_ns.load(Ordering::Relaxed)
     }
 
     /// Call right before a write.
-    fn start(&self) -> WriteStart {
+    pub fn start(&self) -> WriteStart {
         let probe = self.probe_next.swap(false, Ordering::Relaxed);
         WriteStart {
             voluntary_switches: if probe { voluntary_switches() } else { None },
@@ -119,7 +121,7 @@ impl WriteGate {
     }
 
     /// Call right after a write of `len_bytes` started at `start`.
-    fn finish(&self, start: WriteStart, len_bytes: usize) {
+    pub fn finish(&self, start: WriteStart, len_bytes: usize) {
         let now_ns = self.now_ns();
         let mib = (len_bytes as u64).div_ceil(1 << 20);
         let limit_ns = (SLOW_WRITE_BASE_US + mib * SLOW_WRITE_US_PER_MIB) * 1_000;
@@ -143,6 +145,12 @@ impl WriteGate {
                 len_bytes, "a write waited: writes go to the blocking pool for a while"
             );
         }
+    }
+}
+
+impl Default for WriteGate {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

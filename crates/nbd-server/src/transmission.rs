@@ -6,9 +6,12 @@
 //! - **read**: requests are decoded back to back from one buffer and started
 //!   at once; each volume future is polled once in place, so an operation
 //!   that completes immediately (page-cache I/O) puts its reply straight into
-//!   the out-queue with no task, channel or wake-up; one still pending is
-//!   spawned and sends its reply over a channel when done;
-//! - **complete**: replies from spawned operations join the out-queue;
+//!   the out-queue with no task, channel or wake-up; one still pending joins
+//!   the connection's pending set;
+//! - **complete**: the pending set is polled by this task (its waker is the
+//!   connection's), and what completed joins the out-queue — no task is
+//!   spawned per request and a completion (e.g. a peer's ack releasing a
+//!   replicated write) wakes this task directly;
 //! - **write**: the out-queue leaves in one vectored write (header and READ
 //!   data from the volume's `Bytes`, never copied), in completion order, i.e.
 //!   out of order with respect to the requests.
@@ -24,14 +27,17 @@
 //!   While a request waits for admission the socket is not read: backpressure
 //!   reaches the client through TCP/Unix flow control;
 //! - a protocol violation (bad magic, over-long WRITE, EOF inside a request)
-//!   ends this connection only; operations already started complete and
-//!   their replies are discarded;
+//!   ends this connection only; the pending operations are dropped (the
+//!   volume finishes what it already started; those replies are never
+//!   sent);
 //! - on `NBD_CMD_DISC`, EOF between requests, or a close request from the
 //!   daemon, reading stops, every started operation completes and is replied
 //!   to; after a close request the volume is also flushed.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -39,7 +45,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hadisk_nbd_proto::limits::MAX_PAYLOAD_BYTES;
 use hadisk_nbd_proto::{encode_simple_reply, validate, wire, Errno, Request, ValidatedRequest};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::connection::ConnectionError;
@@ -99,6 +105,9 @@ impl Reply {
     }
 }
 
+/// An operation that did not complete at its first poll, with its reply.
+type PendingOp = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
 /// Why reading stopped (the connection then drains and ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reading {
@@ -112,7 +121,7 @@ enum Reading {
 /// What one turn of the event loop produced.
 enum Event {
     Read(io::Result<usize>),
-    Completed(Option<Reply>),
+    Completed(Vec<Reply>),
     Wrote(io::Result<usize>),
     Close,
 }
@@ -127,9 +136,8 @@ struct Transmission {
     front_written: usize,
     in_flight_bytes: usize,
     in_flight_requests: usize,
-    /// Operations spawned and not yet replied to.
-    pending: usize,
-    completions: mpsc::UnboundedSender<Reply>,
+    /// Operations started and not yet complete, polled by this task.
+    pending: Vec<PendingOp>,
     reading: Reading,
     /// The next request's cost does not fit: wait for replies to go out.
     blocked: bool,
@@ -147,7 +155,6 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (completions, mut completed) = mpsc::unbounded_channel();
     let mut t = Transmission {
         volume,
         buf,
@@ -155,8 +162,7 @@ where
         front_written: 0,
         in_flight_bytes: 0,
         in_flight_requests: 0,
-        pending: 0,
-        completions,
+        pending: Vec::new(),
         reading: Reading::Open,
         blocked: false,
     };
@@ -166,14 +172,14 @@ where
         if *close.borrow() && t.reading == Reading::Open {
             t.reading = Reading::CloseRequested;
         }
-        if t.reading != Reading::Open && t.pending == 0 && t.out.is_empty() {
+        if t.reading != Reading::Open && t.pending.is_empty() && t.out.is_empty() {
             break;
         }
         let can_read = t.reading == Reading::Open && !t.blocked;
         if can_read {
             t.reserve();
         }
-        let may_complete = t.pending > 0;
+        let may_complete = !t.pending.is_empty();
         let may_close = t.reading == Reading::Open;
         let event = {
             let iov = gather(&t.out, t.front_written);
@@ -181,7 +187,7 @@ where
             tokio::select! {
                 biased;
                 wrote = writer.write_vectored(&iov), if has_output => Event::Wrote(wrote),
-                reply = completed.recv(), if may_complete => Event::Completed(reply),
+                replies = completions(&mut t.pending), if may_complete => Event::Completed(replies),
                 read = reader.read_buf(&mut t.buf), if can_read => Event::Read(read),
                 _ = close.changed(), if may_close => Event::Close,
             }
@@ -189,12 +195,7 @@ where
         match event {
             Event::Wrote(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
             Event::Wrote(Ok(n)) => t.written(n)?,
-            Event::Completed(Some(reply)) => {
-                t.pending -= 1;
-                t.out.push_back(reply);
-            }
-            // Unreachable while `t` holds a sender; treat as nothing pending.
-            Event::Completed(None) => t.pending = 0,
+            Event::Completed(replies) => t.out.extend(replies),
             Event::Read(Ok(0)) => t.end_of_input()?,
             Event::Read(Ok(_)) => t.process()?,
             Event::Wrote(Err(e)) | Event::Read(Err(e)) => return client_gone(e),
@@ -220,6 +221,27 @@ fn client_gone(e: io::Error) -> Result<(), ConnectionError> {
         }
         _ => Err(ConnectionError::Io(e)),
     }
+}
+
+/// Resolves when at least one pending operation completed, with the
+/// replies of all that did; the others stay pending (woken through the
+/// connection task's waker).
+fn completions(pending: &mut Vec<PendingOp>) -> impl Future<Output = Vec<Reply>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut done = Vec::new();
+        pending.retain_mut(|op| match op.as_mut().poll(cx) {
+            Poll::Ready(reply) => {
+                done.push(reply);
+                false
+            }
+            Poll::Pending => true,
+        });
+        if done.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(done)
+        }
+    })
 }
 
 /// The unwritten part of the out-queue as slices, at most
@@ -399,15 +421,10 @@ impl Transmission {
                 self.out
                     .push_back(Reply::new(cookie, finish(result), cost_bytes))
             }
-            Poll::Pending => {
-                self.pending += 1;
-                let completions = self.completions.clone();
-                tokio::spawn(async move {
-                    let result = future.await;
-                    // The connection may be gone (client left): the reply is dropped.
-                    let _ = completions.send(Reply::new(cookie, finish(result), cost_bytes));
-                });
-            }
+            Poll::Pending => self.pending.push(Box::pin(async move {
+                let result = future.await;
+                Reply::new(cookie, finish(result), cost_bytes)
+            })),
         }
     }
 

@@ -1,89 +1,54 @@
-//! The driver of one resource: a tokio task that owns the pure replication
-//! core ([`hadisk_core::Resource`]), feeds it events and performs its
-//! actions (see the core's crate header for the contract).
+//! The driver of one resource: the pure replication core
+//! ([`hadisk_core::Resource`]) behind a `std::sync::Mutex`, driven by the
+//! threads that have something for it — the NBD connection tasks (client
+//! writes and flushes), the peer link's reader task (peer messages), the
+//! blocking pool (I/O completions), the control socket (admin commands).
+//! Each caller locks, feeds its event, performs the actions that need no
+//! waiting, unlocks, and then does the short I/O itself (see the core's
+//! crate header for the contract). There is no driver task: a replicated
+//! write crosses no task boundary on its way to the disk and the link, and
+//! the client's reply is ready when the caller's own `ClientDone` comes
+//! out of its feed.
 //!
 //! Invariants:
-//! - the core is touched only by this task, one event at a time, in arrival
-//!   order; every I/O action runs on tokio's blocking pool and reports back
-//!   through the same input channel, so many writes are in flight at once
-//!   (the core never waits for one before issuing the next);
-//! - `Send` actions go, in emission order, into the current link's
-//!   unbounded FIFO (the writer task); messages of a link that is not the
-//!   current generation are dropped in both directions;
-//! - `WriteMeta` is performed in the core's order (it issues one at a
-//!   time): bitmap pages, then the AL transaction, then the superblock,
-//!   each durable before the next;
+//! - the core is touched only under the lock, one event at a time; events
+//!   are fed in the order their callers took the lock, and a peer's
+//!   messages in arrival order (one reader task per link);
+//! - the lock is never held across an `.await` nor across blocking I/O:
+//!   local writes and cached reads that run inline ([`Deferred`]) are done
+//!   after unlocking and their completions fed afterwards; everything else
+//!   (syncs, FUA, large or slow writes, cache misses, metadata) runs on the
+//!   blocking pool, which feeds its completion itself;
+//! - `Send` actions are appended to the current link's FIFO
+//!   ([`LinkOut::push`]) under the lock, so they leave in emission order;
+//!   the socket write happens after unlocking ([`LinkOut::flush`]);
+//!   messages of a link that is not the current generation are dropped in
+//!   both directions;
+//! - `WriteMeta` is performed in the core's order (it issues one at a time):
+//!   bitmap pages, then the AL transaction, then the superblock, each
+//!   durable before the next;
 //! - every client request and admin command gets exactly one answer: from
-//!   the core, or an error if the driver stops first.
+//!   the core, or `ShuttingDown` (the reply dropped) once the driver
+//!   stopped or gave up.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hadisk_bitmap::DirtyBitmap;
-use hadisk_core::{
-    Action, AdminOp, CmdId, CoreError, Event, IoId, MetaUpdate, ReqId, Status, SuperblockState,
-};
-use hadisk_metadata::{Flags, Metadata};
-use hadisk_nbd_server::IoMode;
+use hadisk_core::{Action, AdminOp, CmdId, CoreError, Event, IoId, ReqId, Status};
+use hadisk_nbd_server::{IoMode, WriteGate};
 use hadisk_peer_proto::Message;
 use hadisk_storage::BlockDevice;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::link::{LinkCmd, PeerTx};
+use super::link::LinkCmd;
+use super::link_out::LinkOut;
+use super::meta_io::{lock, write_meta, MetaStore};
 
 /// The answer to a client request or admin command.
 pub type Reply = oneshot::Sender<Result<(), CoreError>>;
-
-/// Everything the driver task reacts to.
-#[derive(Debug)]
-pub enum Input {
-    Write {
-        offset_bytes: u64,
-        data: Bytes,
-        fua: bool,
-        reply: Reply,
-    },
-    Flush {
-        reply: Reply,
-    },
-    Admin {
-        op: AdminOp,
-        reply: Reply,
-    },
-    /// An I/O completion (`IoDone` / `ReadDone`).
-    Io(Event),
-    LinkUp {
-        gen: u64,
-        tx: PeerTx,
-    },
-    LinkDown {
-        gen: u64,
-        reason: String,
-    },
-    Peer {
-        gen: u64,
-        msg: Message,
-    },
-    Status {
-        reply: oneshot::Sender<Status>,
-    },
-    /// A time the core asked for with `WakeAt` has come.
-    Tick,
-    /// Disconnect, finish what is in flight, and end the task.
-    Stop {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// The on-disk metadata and the bitmap image as last written.
-#[derive(Debug)]
-pub struct MetaStore {
-    pub md: Metadata,
-    pub image: DirtyBitmap,
-}
 
 /// What the driver performs I/O on.
 #[derive(Debug, Clone)]
@@ -91,109 +56,283 @@ pub struct Io {
     /// The usable area of the backing disk.
     pub disk: Arc<dyn BlockDevice>,
     pub meta: Arc<Mutex<MetaStore>>,
-    /// Where plain (non-FUA) writes and reads run: in the driver task
-    /// (page-cache speed, no thread hop), on the blocking pool, or
-    /// adaptively (inline until one is slow). Syncs always run on the pool.
+    /// Where plain (non-FUA) writes and reads run: in the caller (page-cache
+    /// speed, no thread hop), on the blocking pool, or adaptively (inline
+    /// until one waited). Syncs always run on the pool.
     pub mode: IoMode,
     /// Where a split-brain victim saves its diverging blocks.
     pub sb_save: Arc<super::sb_save::SaveConfig>,
 }
 
-/// An inline write slower than this (plus [`SLOW_WRITE_PER_MIB`]) waited
-/// for something other than a page-cache copy (dirty-page throttling, the
-/// disk): writes go to the blocking pool for a while. The nbd-server's
-/// adaptive mode uses the same figures.
-const SLOW_WRITE: Duration = Duration::from_millis(2);
-/// Allowance per MiB written (a copy at 1 GB/s).
-const SLOW_WRITE_PER_MIB: Duration = Duration::from_millis(1);
 /// Larger writes always go to the blocking pool: a 1 MiB copy takes
 /// ~0.3 ms or more, long enough that running several in parallel (and not
-/// stalling the driver) beats saving the thread hop.
+/// stalling the caller's reads of the socket) beats saving the thread hop.
 const INLINE_MAX_BYTES: usize = 128 * 1024;
-/// How long writes stay on the blocking pool after a slow one.
-const SLOW_PERIOD: Duration = Duration::from_secs(1);
 
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Metadata updates replace in-memory state only after a durable write:
-    // a panic mid-update leaves the old state, so poisoning is ignored.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// I/O the caller performs after unlocking, then reports.
+#[derive(Debug)]
+enum Deferred {
+    Write {
+        io: IoId,
+        offset_bytes: u64,
+        data: Bytes,
+    },
+    /// A resync read, tried from the page cache (a miss goes to the pool).
+    Read {
+        io: IoId,
+        offset_bytes: u64,
+        len_bytes: u32,
+    },
 }
 
-struct Driver {
+/// One resource's driver; shared by every thread that feeds it.
+pub struct Driver {
     name: String,
-    core: hadisk_core::Resource,
     started: Instant,
     io: Io,
-    inputs: mpsc::UnboundedSender<Input>,
-    link: mpsc::UnboundedSender<LinkCmd>,
-    peer: Option<(u64, PeerTx)>,
+    gate: WriteGate,
+    link_cmds: mpsc::UnboundedSender<LinkCmd>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("name", &self.name).finish()
+    }
+}
+
+/// What the lock protects.
+struct State {
+    core: hadisk_core::Resource,
+    peer: Option<(u64, Arc<LinkOut>)>,
     next_id: u64,
     clients: BTreeMap<ReqId, Reply>,
     admins: BTreeMap<CmdId, Reply>,
+    /// `stop` was asked: answered once the core is idle.
     stopping: Option<oneshot::Sender<()>>,
-    /// Completions of inline I/O, fed after the current actions.
-    pending: VecDeque<Event>,
-    /// Inline I/O is off until then (adaptive mode).
-    slow_until: Option<Instant>,
+    /// Stopped or abandoned: new requests are refused.
+    stopped: bool,
 }
 
-/// Starts the driver task; `initial` are the actions `Resource::new` returned.
-pub fn spawn(
-    name: String,
-    core: hadisk_core::Resource,
-    initial: Vec<Action>,
-    io: Io,
-    inputs: (mpsc::UnboundedSender<Input>, mpsc::UnboundedReceiver<Input>),
-    link: mpsc::UnboundedSender<LinkCmd>,
-) -> tokio::task::JoinHandle<()> {
-    let (tx, mut rx) = inputs;
-    let mut d = Driver {
-        name,
-        core,
-        started: Instant::now(),
-        io,
-        inputs: tx,
-        link,
-        peer: None,
-        next_id: 1,
-        clients: BTreeMap::new(),
-        admins: BTreeMap::new(),
-        stopping: None,
-        pending: VecDeque::new(),
-        slow_until: None,
-    };
-    tokio::spawn(async move {
-        d.perform(initial);
-        while let Some(input) = rx.recv().await {
-            d.input(input);
-            if d.stopping.is_some() && d.core.is_idle() {
-                let _ = d.link.send(LinkCmd::Stop);
-                if let Some(reply) = d.stopping.take() {
-                    let _ = reply.send(());
-                }
-                break;
-            }
-        }
-    })
-}
-
-impl Driver {
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
+impl State {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
     }
+}
 
-    fn feed(&mut self, event: Event) {
-        let mut next = Some(event);
-        while let Some(event) = next {
-            let now = self.now_ms();
-            let actions = self.core.handle(now, event);
-            self.perform(actions);
-            next = self.pending.pop_front();
+impl Driver {
+    /// Creates the driver and performs `initial`, the actions
+    /// `Resource::new` returned. Must run inside the tokio runtime.
+    pub fn start(
+        name: String,
+        core: hadisk_core::Resource,
+        initial: Vec<Action>,
+        io: Io,
+        link_cmds: mpsc::UnboundedSender<LinkCmd>,
+    ) -> Arc<Driver> {
+        let d = Arc::new(Driver {
+            name,
+            started: Instant::now(),
+            io,
+            gate: WriteGate::new(),
+            link_cmds,
+            state: Mutex::new(State {
+                core,
+                peer: None,
+                next_id: 1,
+                clients: BTreeMap::new(),
+                admins: BTreeMap::new(),
+                stopping: None,
+                stopped: false,
+            }),
+        });
+        let mut deferred = Vec::new();
+        {
+            let mut st = lock(&d.state);
+            d.perform(&mut st, initial, &mut deferred);
+        }
+        d.run_deferred(deferred);
+        d
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// A client write or flush; `make` builds the event from the request id.
+    /// The reply is sent on `reply` (at once if the core completes it
+    /// within this call).
+    pub fn client(self: &Arc<Self>, reply: Reply, make: impl FnOnce(ReqId) -> Event) {
+        self.feed_with(move |st| {
+            if st.stopped {
+                drop(reply);
+                return None;
+            }
+            let req = ReqId(st.id());
+            st.clients.insert(req, reply);
+            Some(make(req))
+        });
+    }
+
+    /// An admin command, answered on `reply`.
+    pub fn admin(self: &Arc<Self>, op: AdminOp, reply: Reply) {
+        self.feed_with(move |st| {
+            if st.stopped {
+                drop(reply);
+                return None;
+            }
+            let cmd = CmdId(st.id());
+            st.admins.insert(cmd, reply);
+            Some(Event::Admin { cmd, op })
+        });
+    }
+
+    pub fn status(&self) -> Status {
+        let st = lock(&self.state);
+        st.core.status(self.now_ms())
+    }
+
+    /// Disconnects and answers `reply` once nothing is in flight.
+    pub fn stop(self: &Arc<Self>, reply: oneshot::Sender<()>) {
+        lock(&self.state).stopping = Some(reply);
+        let (tx, _rx) = oneshot::channel();
+        self.admin(AdminOp::Disconnect, tx);
+        // Already idle: answer now.
+        self.feed_with(|_| None);
+    }
+
+    /// Gives up on what is in flight (stop timed out): every pending
+    /// request is answered `ShuttingDown`, new ones are refused.
+    pub fn abandon(&self) {
+        let mut st = lock(&self.state);
+        st.stopped = true;
+        st.clients.clear();
+        st.admins.clear();
+        if let Some((_, out)) = st.peer.take() {
+            out.close("the resource is detaching");
+        }
+        let _ = self.link_cmds.send(LinkCmd::Stop);
+    }
+
+    /// The link manager: an authenticated link `gen` is up.
+    pub fn link_up(self: &Arc<Self>, gen: u64, out: Arc<LinkOut>) {
+        self.feed_with(move |st| {
+            st.peer = Some((gen, out));
+            Some(Event::LinkUp)
+        });
+    }
+
+    /// The link manager: link `gen` ended.
+    pub fn link_down(self: &Arc<Self>, gen: u64, reason: String) {
+        self.feed_with(move |st| {
+            if st.peer.as_ref().is_none_or(|(g, _)| *g != gen) {
+                return None;
+            }
+            st.peer = None;
+            Some(Event::LinkDown { reason })
+        });
+    }
+
+    /// The link's reader task: a message from link `gen`.
+    pub fn peer(self: &Arc<Self>, gen: u64, msg: Message) {
+        self.feed_with(move |st| {
+            st.peer
+                .as_ref()
+                .is_some_and(|(g, _)| *g == gen)
+                .then_some(Event::Peer(msg))
+        });
+    }
+
+    /// Feeds the event `first` makes under the lock, then performs the
+    /// deferred I/O and feeds its completions, until nothing is left.
+    fn feed_with(self: &Arc<Self>, first: impl FnOnce(&mut State) -> Option<Event>) {
+        let mut deferred = Vec::new();
+        let out = {
+            let mut st = lock(&self.state);
+            if let Some(event) = first(&mut st) {
+                let actions = st.core.handle(self.now_ms(), event);
+                self.perform(&mut st, actions, &mut deferred);
+            }
+            self.check_stopped(&mut st);
+            st.peer.as_ref().map(|(_, out)| out.clone())
+        };
+        if let Some(out) = out {
+            out.flush();
+        }
+        self.run_deferred(deferred);
+    }
+
+    /// Performs inline I/O after unlocking, feeding the completions (which
+    /// may release more inline I/O) until none is left.
+    fn run_deferred(self: &Arc<Self>, mut deferred: Vec<Deferred>) {
+        while !deferred.is_empty() {
+            let events: Vec<Event> = deferred.drain(..).filter_map(|d| self.inline(d)).collect();
+            let out = {
+                let mut st = lock(&self.state);
+                for event in events {
+                    let actions = st.core.handle(self.now_ms(), event);
+                    self.perform(&mut st, actions, &mut deferred);
+                }
+                self.check_stopped(&mut st);
+                st.peer.as_ref().map(|(_, out)| out.clone())
+            };
+            if let Some(out) = out {
+                out.flush();
+            }
+        }
+    }
+
+    /// Runs one deferred I/O in the calling thread; returns its completion
+    /// (none for a read that missed the cache: the pool reports it).
+    fn inline(self: &Arc<Self>, d: Deferred) -> Option<Event> {
+        match d {
+            Deferred::Write {
+                io,
+                offset_bytes,
+                data,
+            } => {
+                let start = self.gate.start();
+                let ok = match self.io.disk.write_at(&data, offset_bytes) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(resource = %self.name, error = %e, "local I/O failed");
+                        false
+                    }
+                };
+                if self.io.mode == IoMode::Adaptive {
+                    self.gate.finish(start, data.len());
+                }
+                Some(Event::IoDone { io, ok })
+            }
+            Deferred::Read {
+                io,
+                offset_bytes,
+                len_bytes,
+            } => {
+                let mut buf = vec![0u8; len_bytes as usize];
+                match self.io.disk.read_at_cached(&mut buf, offset_bytes) {
+                    Ok(true) => Some(Event::ReadDone {
+                        io,
+                        data: Some(Bytes::from(buf)),
+                    }),
+                    // A miss waits for the disk: the pool reads and reports.
+                    _ => {
+                        self.read_pooled(io, offset_bytes, len_bytes);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_stopped(&self, st: &mut State) {
+        if st.stopping.is_some() && st.core.is_idle() {
+            st.stopped = true;
+            let _ = self.link_cmds.send(LinkCmd::Stop);
+            if let Some(reply) = st.stopping.take() {
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -201,69 +340,16 @@ impl Driver {
         match self.io.mode {
             IoMode::Inline => true,
             IoMode::Blocking => false,
-            IoMode::Adaptive => self.slow_until.is_none_or(|t| Instant::now() >= t),
+            IoMode::Adaptive => !self.gate.pooled(),
         }
     }
 
-    fn input(&mut self, input: Input) {
-        match input {
-            Input::Write {
-                offset_bytes,
-                data,
-                fua,
-                reply,
-            } => {
-                let req = ReqId(self.id());
-                self.clients.insert(req, reply);
-                self.feed(Event::ClientWrite {
-                    req,
-                    offset_bytes,
-                    data,
-                    fua,
-                });
-            }
-            Input::Flush { reply } => {
-                let req = ReqId(self.id());
-                self.clients.insert(req, reply);
-                self.feed(Event::ClientFlush { req });
-            }
-            Input::Admin { op, reply } => {
-                let cmd = CmdId(self.id());
-                self.admins.insert(cmd, reply);
-                self.feed(Event::Admin { cmd, op });
-            }
-            Input::Io(event) => self.feed(event),
-            Input::LinkUp { gen, tx } => {
-                self.peer = Some((gen, tx));
-                self.feed(Event::LinkUp);
-            }
-            Input::LinkDown { gen, reason } => {
-                if self.peer.as_ref().is_some_and(|(g, _)| *g == gen) {
-                    self.peer = None;
-                    self.feed(Event::LinkDown { reason });
-                }
-            }
-            Input::Peer { gen, msg } => {
-                if self.peer.as_ref().is_some_and(|(g, _)| *g == gen) {
-                    self.feed(Event::Peer(msg));
-                }
-            }
-            Input::Status { reply } => {
-                let _ = reply.send(self.core.status(self.now_ms()));
-            }
-            Input::Tick => self.feed(Event::Tick),
-            Input::Stop { reply } => {
-                self.stopping = Some(reply);
-                let (tx, _rx) = oneshot::channel();
-                self.input(Input::Admin {
-                    op: AdminOp::Disconnect,
-                    reply: tx,
-                });
-            }
-        }
-    }
-
-    fn perform(&mut self, actions: Vec<Action>) {
+    fn perform(
+        self: &Arc<Self>,
+        st: &mut State,
+        actions: Vec<Action>,
+        deferred: &mut Vec<Deferred>,
+    ) {
         for action in actions {
             match action {
                 Action::WriteLocal {
@@ -272,11 +358,15 @@ impl Driver {
                     data,
                     fua,
                 } => {
-                    let disk = self.io.disk.clone();
                     if !fua && data.len() <= INLINE_MAX_BYTES && self.inline_io() {
-                        self.write_inline(io, offset_bytes, &data);
+                        deferred.push(Deferred::Write {
+                            io,
+                            offset_bytes,
+                            data,
+                        });
                         continue;
                     }
+                    let disk = self.io.disk.clone();
                     self.blocking(io, move || {
                         disk.write_at(&data, offset_bytes)?;
                         if fua {
@@ -293,7 +383,17 @@ impl Driver {
                     io,
                     offset_bytes,
                     len_bytes,
-                } => self.read(io, offset_bytes, len_bytes),
+                } => {
+                    if self.io.mode == IoMode::Blocking {
+                        self.read_pooled(io, offset_bytes, len_bytes);
+                    } else {
+                        deferred.push(Deferred::Read {
+                            io,
+                            offset_bytes,
+                            len_bytes,
+                        });
+                    }
+                }
                 Action::WriteMeta { io, update } => {
                     let meta = self.io.meta.clone();
                     let name = self.name.clone();
@@ -306,34 +406,36 @@ impl Driver {
                 }
                 Action::SaveDiverging { io, save } => self.save_diverging(io, *save),
                 Action::Send(msg) => {
-                    if let Some((_, tx)) = &self.peer {
-                        let _ = tx.send(msg);
+                    if let Some((_, out)) = &st.peer {
+                        out.push(&msg);
                     }
                 }
                 Action::Dial => {
-                    let _ = self.link.send(LinkCmd::Dial);
+                    let _ = self.link_cmds.send(LinkCmd::Dial);
                 }
                 Action::CloseLink { reason, redial } => {
                     info!(resource = %self.name, %reason, redial, "closing the peer link");
-                    self.peer = None;
-                    let _ = self.link.send(LinkCmd::Close { redial });
+                    if let Some((_, out)) = st.peer.take() {
+                        out.close(&reason);
+                    }
+                    let _ = self.link_cmds.send(LinkCmd::Close { redial });
                 }
                 Action::ClientDone { req, result } => {
-                    if let Some(reply) = self.clients.remove(&req) {
+                    if let Some(reply) = st.clients.remove(&req) {
                         let _ = reply.send(result);
                     }
                 }
                 Action::AdminDone { cmd, result } => {
-                    if let Some(reply) = self.admins.remove(&cmd) {
+                    if let Some(reply) = st.admins.remove(&cmd) {
                         let _ = reply.send(result);
                     }
                 }
                 Action::WakeAt { at_ms } => {
-                    let tx = self.inputs.clone();
+                    let me = self.clone();
                     let at = self.started + Duration::from_millis(at_ms);
                     tokio::spawn(async move {
                         tokio::time::sleep_until(at.into()).await;
-                        let _ = tx.send(Input::Tick);
+                        me.feed_with(|_| Some(Event::Tick));
                     });
                 }
                 Action::Transition { what, from, to } => {
@@ -343,24 +445,28 @@ impl Driver {
         }
     }
 
-    fn blocking(&self, io: IoId, f: impl FnOnce() -> std::io::Result<()> + Send + 'static) {
-        let tx = self.inputs.clone();
-        let name = self.name.clone();
+    /// Runs `f` on the blocking pool, which then feeds its completion.
+    fn blocking(
+        self: &Arc<Self>,
+        io: IoId,
+        f: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) {
+        let me = self.clone();
         tokio::task::spawn_blocking(move || {
             let ok = match f() {
                 Ok(()) => true,
                 Err(e) => {
-                    warn!(resource = %name, error = %e, "local I/O failed");
+                    warn!(resource = %me.name, error = %e, "local I/O failed");
                     false
                 }
             };
-            let _ = tx.send(Input::Io(Event::IoDone { io, ok }));
+            me.feed_with(|_| Some(Event::IoDone { io, ok }));
         });
     }
 
     /// A split-brain victim's blocks go to the split-brain directory on
     /// the blocking pool; the core waits for the completion.
-    fn save_diverging(&self, io: IoId, save: hadisk_core::SaveRequest) {
+    fn save_diverging(self: &Arc<Self>, io: IoId, save: hadisk_core::SaveRequest) {
         let disk = self.io.disk.clone();
         let cfg = self.io.sb_save.clone();
         let name = self.name.clone();
@@ -384,95 +490,17 @@ impl Driver {
         });
     }
 
-    fn write_inline(&mut self, io: IoId, offset_bytes: u64, data: &[u8]) {
-        let start = Instant::now();
-        let ok = match self.io.disk.write_at(data, offset_bytes) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(resource = %self.name, error = %e, "local I/O failed");
-                false
-            }
-        };
-        let allowed = SLOW_WRITE + SLOW_WRITE_PER_MIB * (data.len() >> 20) as u32;
-        if self.io.mode == IoMode::Adaptive && start.elapsed() > allowed {
-            self.slow_until = Some(Instant::now() + SLOW_PERIOD);
-        }
-        self.pending.push_back(Event::IoDone { io, ok });
-    }
-
-    fn read(&mut self, io: IoId, offset_bytes: u64, len_bytes: u32) {
-        if self.io.mode != IoMode::Blocking {
-            // A resync read served from the page cache needs no thread hop.
-            let mut buf = vec![0u8; len_bytes as usize];
-            if let Ok(true) = self.io.disk.read_at_cached(&mut buf, offset_bytes) {
-                let data = Some(Bytes::from(buf));
-                self.pending.push_back(Event::ReadDone { io, data });
-                return;
-            }
-        }
-        let tx = self.inputs.clone();
-        let disk = self.io.disk.clone();
+    fn read_pooled(self: &Arc<Self>, io: IoId, offset_bytes: u64, len_bytes: u32) {
+        let me = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len_bytes as usize];
-            let data = disk
+            let data = me
+                .io
+                .disk
                 .read_at(&mut buf, offset_bytes)
                 .ok()
                 .map(|()| Bytes::from(buf));
-            let _ = tx.send(Input::Io(Event::ReadDone { io, data }));
+            me.feed_with(|_| Some(Event::ReadDone { io, data }));
         });
-    }
-}
-
-/// Persists one `WriteMeta`: bitmap pages, AL transaction, superblock.
-fn write_meta(meta: &Mutex<MetaStore>, update: &MetaUpdate) -> Result<(), String> {
-    let mut m = lock(meta);
-    let m = &mut *m;
-    if !update.bitmap_pages.is_empty() {
-        for (page, bytes) in &update.bitmap_pages {
-            m.image.load_page(*page, bytes).map_err(|e| e.to_string())?;
-        }
-        m.md.store_bitmap(&m.image).map_err(|e| e.to_string())?;
-    }
-    if !update.al.is_empty() {
-        m.md.write_al_transaction(&update.al)
-            .map_err(|e| e.to_string())?;
-    }
-    if let Some(sb) = update.superblock {
-        m.md.update(|s| apply_superblock(s, &sb))
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Maps the core's superblock fields onto the on-disk superblock.
-pub fn apply_superblock(s: &mut hadisk_metadata::Superblock, sb: &SuperblockState) {
-    s.uuids = hadisk_metadata::Uuids {
-        current: sb.uuids.current,
-        bitmap: sb.uuids.bitmap,
-        history: sb.uuids.history,
-    };
-    s.flags.set(Flags::CONSISTENT, sb.consistent);
-    s.flags.set(Flags::WAS_UP_TO_DATE, sb.was_up_to_date);
-    s.flags.set(Flags::PRIMARY, sb.primary);
-    s.flags.set(Flags::CRASHED_PRIMARY, sb.crashed_primary);
-    s.flags.set(Flags::PEER_OUTDATED, sb.peer_outdated);
-}
-
-/// The core's view of an on-disk superblock at attach. `PRIMARY` is taken
-/// as cleared: a crash was recorded as `CRASHED_PRIMARY` by
-/// `Metadata::attach`, and a clean stop is not a crash.
-pub fn superblock_state(s: &hadisk_metadata::Superblock) -> SuperblockState {
-    let f = s.flags;
-    SuperblockState {
-        uuids: hadisk_peer_proto::Uuids {
-            current: s.uuids.current,
-            bitmap: s.uuids.bitmap,
-            history: s.uuids.history,
-        },
-        consistent: f.contains(Flags::CONSISTENT),
-        was_up_to_date: f.contains(Flags::WAS_UP_TO_DATE),
-        primary: false,
-        crashed_primary: f.contains(Flags::CRASHED_PRIMARY),
-        peer_outdated: f.contains(Flags::PEER_OUTDATED),
     }
 }

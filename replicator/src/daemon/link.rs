@@ -1,8 +1,12 @@
 //! The peer link of one resource: listening on this node's `address`,
 //! dialing the peer's, the authenticated `hadisk-peer-proto` handshake,
 //! keepalive and timeouts. It hands the driver ([`super::driver`]) one
-//! authenticated connection at a time as [`Input::LinkUp`] and reports its
-//! end as [`Input::LinkDown`].
+//! authenticated connection at a time ([`Driver::link_up`] with the link's
+//! outgoing FIFO, [`super::link_out`]) and reports its end
+//! ([`Driver::link_down`]). The reader task feeds each received message to
+//! the driver itself ([`Driver::peer`]): on a Secondary, a mirrored write
+//! is applied and acknowledged from the reader task, with no hop to another
+//! task.
 //!
 //! Duplicate connections are resolved by a fixed rule: **the outgoing
 //! connection of the node with the lower name is the link.** Both nodes
@@ -30,21 +34,19 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hadisk_peer_proto::{Decoder, Handshake, HandshakeConfig, HmacAlg, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::driver::Input;
+use super::driver::Driver;
+use super::link_out::LinkOut;
 
 /// Longest time a connection attempt plus handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First reconnect delay; doubled after each failure up to `connect-int`.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Bytes the writer buffers before a socket write (many small frames
-/// become one syscall; large payloads pass through).
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// Read buffer growth step. Received payloads share the buffer (zero
 /// copy), so a fresh one is allocated only when less than
 /// [`READ_MIN_SPARE_BYTES`] is left, not at every read.
@@ -100,15 +102,16 @@ pub enum LinkCmd {
 /// Why the link is not up, shown by `status` (a wrong secret, …).
 pub type LastError = Arc<Mutex<Option<String>>>;
 
-/// A connection's sending half as the driver sees it.
-pub type PeerTx = mpsc::UnboundedSender<Message>;
-
-/// Binds the listener (an error names the address) and starts the manager.
-pub async fn start(
+/// The peer address bound, before the driver exists (`up` binds every
+/// address before it touches the metadata).
+#[derive(Debug)]
+pub struct Bound {
     cfg: LinkConfig,
-    driver: mpsc::UnboundedSender<Input>,
-    last_error: LastError,
-) -> anyhow::Result<mpsc::UnboundedSender<LinkCmd>> {
+    listener: TcpListener,
+}
+
+/// Binds the listener (an error names the address).
+pub async fn bind(cfg: LinkConfig) -> anyhow::Result<Bound> {
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
         anyhow::anyhow!(
             "{}: cannot listen on the peer address {}: {e} (address in the resource file)",
@@ -116,9 +119,20 @@ pub async fn start(
             cfg.listen
         )
     })?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(Manager::new(cfg, driver, last_error).run(listener, rx));
-    Ok(tx)
+    Ok(Bound { cfg, listener })
+}
+
+impl Bound {
+    /// Starts the manager, which takes its commands from `cmds` (the
+    /// driver's `Dial` / `CloseLink`).
+    pub fn start(
+        self,
+        driver: Arc<Driver>,
+        cmds: mpsc::UnboundedReceiver<LinkCmd>,
+        last_error: LastError,
+    ) {
+        tokio::spawn(Manager::new(self.cfg, driver, last_error).run(self.listener, cmds));
+    }
 }
 
 enum Note {
@@ -135,12 +149,19 @@ struct Conn {
     addr: SocketAddr,
 }
 
+/// The current link: its generation, its tasks and its outgoing FIFO.
+struct Current {
+    gen: u64,
+    tasks: Vec<tokio::task::AbortHandle>,
+    out: Arc<LinkOut>,
+}
+
 struct Manager {
     cfg: LinkConfig,
-    driver: mpsc::UnboundedSender<Input>,
+    driver: Arc<Driver>,
     last_error: LastError,
     want: bool,
-    current: Option<(u64, Vec<tokio::task::AbortHandle>)>,
+    current: Option<Current>,
     next_gen: u64,
     dialing: bool,
     backoff: Duration,
@@ -149,7 +170,7 @@ struct Manager {
 }
 
 impl Manager {
-    fn new(cfg: LinkConfig, driver: mpsc::UnboundedSender<Input>, last_error: LastError) -> Self {
+    fn new(cfg: LinkConfig, driver: Arc<Driver>, last_error: LastError) -> Self {
         let (notes_tx, notes) = mpsc::unbounded_channel();
         Manager {
             cfg,
@@ -249,10 +270,10 @@ impl Manager {
                 }
             }
             Note::Ended(gen, reason) => {
-                if self.current.as_ref().is_some_and(|(g, _)| *g == gen) {
+                if self.current.as_ref().is_some_and(|c| c.gen == gen) {
                     self.close_current();
                     warn!(resource = %self.cfg.resource, %reason, "peer link lost");
-                    let _ = self.driver.send(Input::LinkDown { gen, reason });
+                    self.driver.link_down(gen, reason);
                 }
                 Some(BACKOFF_MIN)
             }
@@ -277,31 +298,28 @@ impl Manager {
     }
 
     fn close_current(&mut self) {
-        if let Some((_, tasks)) = self.current.take() {
-            for t in tasks {
+        if let Some(c) = self.current.take() {
+            c.out.close("the link was closed");
+            for t in c.tasks {
                 t.abort();
             }
         }
     }
 
     fn link_up(&mut self, conn: Conn) {
-        if let Some((old, _)) = &self.current {
-            let old = *old;
+        if let Some(old) = self.current.as_ref().map(|c| c.gen) {
             self.close_current();
-            let _ = self.driver.send(Input::LinkDown {
-                gen: old,
-                reason: "replaced by a new connection from the peer".into(),
-            });
+            self.driver
+                .link_down(old, "replaced by a new connection from the peer".into());
         }
         let gen = self.next_gen;
         self.next_gen += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let out = Arc::new(LinkOut::new(conn.write));
         info!(resource = %self.cfg.resource, peer = %conn.addr, "peer link up (authenticated)");
         let writer = tokio::spawn(write_loop(
             self.cfg.clone(),
             gen,
-            conn.write,
-            rx,
+            out.clone(),
             self.notes_tx.clone(),
         ));
         let reader = tokio::spawn(read_loop(
@@ -312,8 +330,12 @@ impl Manager {
             self.driver.clone(),
             self.notes_tx.clone(),
         ));
-        self.current = Some((gen, vec![writer.abort_handle(), reader.abort_handle()]));
-        let _ = self.driver.send(Input::LinkUp { gen, tx });
+        self.current = Some(Current {
+            gen,
+            tasks: vec![writer.abort_handle(), reader.abort_handle()],
+            out: out.clone(),
+        });
+        self.driver.link_up(gen, out);
     }
 }
 
@@ -426,63 +448,11 @@ async fn send_all(write: &mut OwnedWriteHalf, msgs: &[Message]) -> std::io::Resu
 async fn write_loop(
     cfg: LinkConfig,
     gen: u64,
-    write: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    out: Arc<LinkOut>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
-    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write);
-    let mut ping_seq = 0u64;
-    let mut ping = tokio::time::interval(cfg.ping_int);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let reason = loop {
-        let msg = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break "the driver closed the link".to_string(),
-            },
-            _ = ping.tick() => {
-                ping_seq += 1;
-                Message::Ping { seq: ping_seq }
-            }
-        };
-        if let Err(e) = write_batch(&mut w, msg, &mut rx, cfg.timeout).await {
-            break e;
-        }
-    };
+    let reason = out.run_writer(cfg.ping_int, cfg.timeout).await;
     let _ = notes.send(Note::Ended(gen, reason));
-}
-
-/// Writes `first` and whatever else is queued, then flushes. Each socket
-/// write must make progress within `timeout`: a peer that stops reading
-/// fills the socket buffer and is then declared dead.
-async fn write_batch(
-    w: &mut BufWriter<OwnedWriteHalf>,
-    first: Message,
-    rx: &mut mpsc::UnboundedReceiver<Message>,
-    timeout: Duration,
-) -> Result<(), String> {
-    let stalled = || {
-        format!(
-            "the peer stopped reading: a send made no progress within timeout ({} ms)",
-            timeout.as_millis()
-        )
-    };
-    let io = |e: std::io::Error| format!("sending to the peer: {e}");
-    let mut next = Some(first);
-    while let Some(m) = next {
-        let frame = m.encode().map_err(|e| e.to_string())?;
-        for part in [&frame.header[..], &frame.payload[..]] {
-            tokio::time::timeout(timeout, w.write_all(part))
-                .await
-                .map_err(|_| stalled())?
-                .map_err(io)?;
-        }
-        next = rx.try_recv().ok();
-    }
-    tokio::time::timeout(timeout, w.flush())
-        .await
-        .map_err(|_| stalled())?
-        .map_err(io)
 }
 
 async fn read_loop(
@@ -490,7 +460,7 @@ async fn read_loop(
     gen: u64,
     mut read: OwnedReadHalf,
     mut decoder: Decoder,
-    driver: mpsc::UnboundedSender<Input>,
+    driver: Arc<Driver>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
     let deadline = cfg.rx_deadline();
@@ -501,9 +471,7 @@ async fn read_loop(
                 if let Message::Disconnect { reason } = &msg {
                     break format!("the peer closed the link: {reason}");
                 }
-                if driver.send(Input::Peer { gen, msg }).is_err() {
-                    return;
-                }
+                driver.peer(gen, msg);
                 continue;
             }
             Ok(None) => {}

@@ -10,6 +10,8 @@ mod disk_lock;
 mod driver;
 mod export;
 mod link;
+mod link_out;
+mod meta_io;
 mod replicated;
 mod sb_save;
 mod state;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use hadisk_config::drbd::MetaDisk;
-use hadisk_core::{AdminOp, Attached, CoreError, Status};
+use hadisk_core::{AdminOp, Attached, CoreError, Event, ReqId, Status};
 use hadisk_metadata::Metadata;
 use hadisk_nbd_server::{IoMode, LocalVolume, Server, Volume, VolumeError, VolumeFuture};
 use hadisk_peer_proto::{HmacAlg, Role};
@@ -30,9 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use super::disk_lock::DiskLock;
-use super::driver::{self, Input, Io, MetaStore};
+use super::driver::{Driver, Io};
 use super::export::ExportGate;
-use super::link::{self, LastError, LinkCmd, LinkConfig};
+use super::link::{self, LastError, LinkConfig};
+use super::meta_io::{self, MetaStore};
 use super::sb_save::SaveConfig;
 use super::state;
 use super::usable::UsableArea;
@@ -46,6 +47,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Resync requests in flight (of the core's 1 MiB chunks): enough to keep
 /// a loopback or LAN link busy while the target writes.
 const RESYNC_REQUESTS: usize = 16;
+/// Completed writes not yet covered by a flush after which the core
+/// flushes both disks on its own. The core's default (1,024) made a
+/// page-cache workload of 4 KiB random writes pay an `fdatasync` of the
+/// whole file 40 times a second (measured: half of nbdkit's IOPS, which
+/// never flushes unasked); the activity log still bounds what a crash
+/// costs (a full AL forces a flush too), and this bounds the memory of the
+/// unstable list (about 40 bytes an entry).
+const MAX_UNSTABLE_WRITES: usize = 64 * 1024;
 /// Longest time `primary` waits for a connection handshake in progress
 /// (the core refuses a promotion during it) before reporting the refusal.
 const PROMOTE_HANDSHAKE_WAIT: Duration = Duration::from_secs(15);
@@ -61,8 +70,7 @@ pub struct Resource {
     node: String,
     peer: String,
     usable_bytes: u64,
-    inputs: mpsc::UnboundedSender<Input>,
-    driver_task: Option<tokio::task::JoinHandle<()>>,
+    driver: Arc<Driver>,
     volume: Arc<ReplicatedVolume>,
     io: Io,
     gate: Arc<ExportGate>,
@@ -120,9 +128,8 @@ impl Resource {
         let usable_bytes = opened.md.layout().usable_size_bytes;
         // Every address is bound before the metadata is touched: a busy
         // port fails `up` with the disk as it was.
-        let (tx, rx) = mpsc::unbounded_channel();
         let link_error: LastError = Arc::new(Mutex::new(None));
-        let link_cmds = link::start(opened.link.clone(), tx.clone(), link_error.clone()).await?;
+        let bound = link::bind(opened.link.clone()).await?;
         let gate = Arc::new(ExportGate::refusing(
             name,
             node,
@@ -135,7 +142,6 @@ impl Resource {
             Ok(tcp) => tcp,
             Err(e) => {
                 server.shutdown().await;
-                let _ = link_cmds.send(LinkCmd::Stop);
                 bail!("{name}: {e} (nbd-listen in {})", config.display());
             }
         };
@@ -144,7 +150,6 @@ impl Resource {
             Ok(a) => a,
             Err(e) => {
                 server.shutdown().await;
-                let _ = link_cmds.send(LinkCmd::Stop);
                 return Err(e);
             }
         };
@@ -158,6 +163,7 @@ impl Resource {
         cfg.resource = name.to_owned();
         cfg.rate = opened.rate;
         cfg.resync_requests = RESYNC_REQUESTS;
+        cfg.max_unstable = MAX_UNSTABLE_WRITES;
         let image = attached.bitmap.clone();
         let (core, initial) =
             hadisk_core::Resource::new(cfg, attached).map_err(|e| core_err(name, e))?;
@@ -176,19 +182,14 @@ impl Resource {
                 peer: opened.link.peer_name.clone(),
             }),
         };
-        let driver_task = driver::spawn(
-            name.to_owned(),
-            core,
-            initial,
-            io.clone(),
-            (tx.clone(), rx),
-            link_cmds,
-        );
+        let (link_cmds, link_rx) = mpsc::unbounded_channel();
+        let driver = Driver::start(name.to_owned(), core, initial, io.clone(), link_cmds);
+        bound.start(driver.clone(), link_rx, link_error.clone());
         let volume = Arc::new(ReplicatedVolume::new(
             area,
             usable_bytes,
             io_mode,
-            tx.clone(),
+            driver.clone(),
         )?);
         let crashed_primary = attach_state.crashed_primary;
         let disk_now = if attach_state.disk == state::DiskState::Inconsistent {
@@ -203,8 +204,7 @@ impl Resource {
             node: node.to_owned(),
             peer: opened.link.peer_name.clone(),
             usable_bytes,
-            inputs: tx,
-            driver_task: Some(driver_task),
+            driver,
             volume,
             io,
             gate,
@@ -233,7 +233,7 @@ impl Resource {
     /// peer (`degr-wfc-timeout` when this node was degraded, i.e. knew its
     /// peer outdated); 0 waits forever.
     pub fn wait_timeout(&self) -> Option<Duration> {
-        let degraded = driver::lock(&self.io.meta)
+        let degraded = meta_io::lock(&self.io.meta)
             .md
             .superblock()
             .flags
@@ -264,9 +264,7 @@ impl Resource {
     /// the core's answer (for callers that retry on some of them).
     async fn admin_core(&self, op: AdminOp) -> anyhow::Result<Result<(), CoreError>> {
         let (reply, rx) = oneshot::channel();
-        self.inputs
-            .send(Input::Admin { op, reply })
-            .map_err(|_| anyhow!("{}: the resource's driver has stopped", self.name))?;
+        self.driver.admin(op, reply);
         match rx.await {
             Ok(r) => Ok(r),
             Err(_) => bail!("{}: the resource's driver has stopped", self.name),
@@ -274,9 +272,7 @@ impl Resource {
     }
 
     pub async fn core_status(&self) -> Option<Status> {
-        let (reply, rx) = oneshot::channel();
-        self.inputs.send(Input::Status { reply }).ok()?;
-        rx.await.ok()
+        Some(self.driver.status())
     }
 
     /// `primary [--force]`. A connection handshake in progress (both nodes
@@ -306,7 +302,7 @@ impl Resource {
         if st.as_ref().is_some_and(|s| s.role == Role::Primary) {
             return Ok(Ok(format!("{}: already Primary", self.name)));
         }
-        let was_up_to_date = driver::lock(&self.io.meta)
+        let was_up_to_date = meta_io::lock(&self.io.meta)
             .md
             .superblock()
             .flags
@@ -425,12 +421,10 @@ impl Resource {
             .await
             .map_or("Diskless".to_string(), |s| s.disk.to_string());
         let (reply, rx) = oneshot::channel();
-        let stopped = self.inputs.send(Input::Stop { reply }).is_err()
-            || tokio::time::timeout(STOP_TIMEOUT, rx).await.is_ok();
-        if let Some(t) = self.driver_task.take() {
-            t.abort();
-        }
+        self.driver.stop(reply);
+        let stopped = tokio::time::timeout(STOP_TIMEOUT, rx).await.is_ok();
         if !stopped {
+            self.driver.abandon();
             // Not clean: the next `up` then recovers the activity log, so
             // whatever was still in flight is resynced.
             bail!(
@@ -442,7 +436,7 @@ impl Resource {
         let io = self.io.clone();
         blocking(move || {
             io.disk.sync_data().context("flushing the disk")?;
-            let mut m = driver::lock(&io.meta);
+            let mut m = meta_io::lock(&io.meta);
             let flags = state::detach_flags(m.md.superblock().flags);
             m.md.update(|sb| sb.flags = flags)
                 .context("writing the metadata clean")?;
@@ -461,7 +455,7 @@ impl Resource {
     /// The `status` view (DESIGN.md §1.3).
     pub async fn status(&self) -> ResourceStatus {
         let st = self.core_status().await;
-        let link_error = driver::lock(&self.link_error).clone();
+        let link_error = meta_io::lock(&self.link_error).clone();
         let (role, disk, peer, resync_rate) = match st {
             Some(s) => (
                 s.role.to_string(),
@@ -583,7 +577,7 @@ async fn attach(
         md.update(|sb| sb.flags = attach.flags)
             .context("recording the attach in the metadata")?;
         let attached = Attached {
-            superblock: driver::superblock_state(md.superblock()),
+            superblock: meta_io::superblock_state(md.superblock()),
             bitmap: md.load_bitmap()?,
             al_slots: md.al_slots().to_vec(),
         };
@@ -680,7 +674,7 @@ fn after_sb_policies(
 pub struct ReplicatedVolume {
     local: LocalVolume<UsableArea>,
     size_bytes: u64,
-    inputs: mpsc::UnboundedSender<Input>,
+    driver: Arc<Driver>,
 }
 
 impl std::fmt::Debug for ReplicatedVolume {
@@ -696,7 +690,7 @@ impl ReplicatedVolume {
         area: Arc<dyn BlockDevice>,
         size_bytes: u64,
         mode: IoMode,
-        inputs: mpsc::UnboundedSender<Input>,
+        driver: Arc<Driver>,
     ) -> anyhow::Result<ReplicatedVolume> {
         let reader = UsableArea::new(area, size_bytes)?;
         let local = LocalVolume::new(Arc::new(reader), size_bytes, false, mode)
@@ -704,25 +698,16 @@ impl ReplicatedVolume {
         Ok(ReplicatedVolume {
             local,
             size_bytes,
-            inputs,
+            driver,
         })
     }
 
-    fn submit(&self, make: impl FnOnce(driver::Reply) -> Input) -> VolumeFuture<()> {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.inputs.send(make(reply)).is_ok();
-        Box::pin(async move {
-            if !sent {
-                return Err(VolumeError::ShuttingDown);
-            }
-            match rx.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(VolumeError::Io {
-                    source: std::io::Error::other(e.to_string()),
-                }),
-                Err(_) => Err(VolumeError::ShuttingDown),
-            }
-        })
+    /// Hands a request to the core in this task. When the core completes
+    /// it within the call (no peer, or a page-cache write that needs no
+    /// ack), the future is ready at its first poll and the NBD server
+    /// replies with no task hop.
+    fn submit(&self, make: impl FnOnce(ReqId) -> Event) -> VolumeFuture<()> {
+        Box::pin(answer(submit(&self.driver, make)))
     }
 }
 
@@ -739,7 +724,7 @@ impl ReplicatedVolume {
             .saturating_mul(SECTOR_BYTES)
             .min(self.size_bytes);
         let read = self.local.read(start, (end - start) as u32);
-        let inputs = self.inputs.clone();
+        let driver = self.driver.clone();
         Box::pin(async move {
             let old = read.await?;
             let mut buf = old.to_vec();
@@ -748,22 +733,14 @@ impl ReplicatedVolume {
                 return Err(VolumeError::Unsupported);
             };
             dst.copy_from_slice(&data);
-            let (reply, rx) = oneshot::channel();
-            inputs
-                .send(Input::Write {
-                    offset_bytes: start,
-                    data: Bytes::from(buf),
-                    fua,
-                    reply,
-                })
-                .map_err(|_| VolumeError::ShuttingDown)?;
-            match rx.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(VolumeError::Io {
-                    source: std::io::Error::other(e.to_string()),
-                }),
-                Err(_) => Err(VolumeError::ShuttingDown),
-            }
+            let data = Bytes::from(buf);
+            answer(submit(&driver, |req| Event::ClientWrite {
+                req,
+                offset_bytes: start,
+                data,
+                fua,
+            }))
+            .await
         })
     }
 }
@@ -787,15 +764,15 @@ impl Volume for ReplicatedVolume {
         if !offset_bytes.is_multiple_of(SECTOR_BYTES) || !len.is_multiple_of(SECTOR_BYTES) {
             return self.write_unaligned(offset_bytes, data, fua);
         }
-        self.submit(|reply| Input::Write {
+        self.submit(|req| Event::ClientWrite {
+            req,
             offset_bytes,
             data,
             fua,
-            reply,
         })
     }
     fn flush(&self) -> VolumeFuture<()> {
-        self.submit(|reply| Input::Flush { reply })
+        self.submit(|req| Event::ClientFlush { req })
     }
     fn trim(&self, _offset_bytes: u64, _length_bytes: u32, fua: bool) -> VolumeFuture<()> {
         // A trim leaves the contents unspecified: doing nothing keeps both
@@ -818,5 +795,27 @@ impl Volume for ReplicatedVolume {
         }
         let data = Bytes::from(vec![0u8; length_bytes as usize]);
         self.write(offset_bytes, data, fua)
+    }
+}
+
+/// Feeds a client request to the driver; the receiver gets its answer.
+fn submit(
+    driver: &Arc<Driver>,
+    make: impl FnOnce(ReqId) -> Event,
+) -> oneshot::Receiver<Result<(), CoreError>> {
+    let (reply, rx) = oneshot::channel();
+    driver.client(reply, make);
+    rx
+}
+
+/// The core's answer as the NBD server's result (a dropped reply: the
+/// driver stopped).
+async fn answer(rx: oneshot::Receiver<Result<(), CoreError>>) -> Result<(), VolumeError> {
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(VolumeError::Io {
+            source: std::io::Error::other(e.to_string()),
+        }),
+        Err(_) => Err(VolumeError::ShuttingDown),
     }
 }

@@ -1,0 +1,241 @@
+//! The sending half of one peer link: a FIFO of encoded frames that any
+//! thread appends to, written to the socket by whoever finds it idle.
+//!
+//! The driver appends the frames of its `Send` actions **while it holds the
+//! core lock** ([`LinkOut::push`]), so the FIFO order is the core's emission
+//! order; after releasing the core lock the same thread calls
+//! [`LinkOut::flush`], which writes what is queued straight to the socket
+//! (`try_write_vectored`, no task hop). Only when the socket would block
+//! does the link's writer task ([`LinkOut::run_writer`]) take over: it waits
+//! until the socket is writable (with the `timeout` deadline: a peer that
+//! stops reading is declared dead, never waited for), drains the FIFO, and
+//! hands the socket back to the callers when it is empty. It also sends the
+//! keepalive pings.
+//!
+//! Invariants:
+//! - bytes leave in FIFO order: every socket write happens under the
+//!   `state` lock, and a caller never writes while the writer task owns the
+//!   socket (`writer_active`);
+//! - the lock is never held across an `.await` (socket writes are
+//!   non-blocking `try_write`s);
+//! - once the link is closed (an error, the writer gone) frames are dropped,
+//!   never delivered on a later link (a new link has a new `LinkOut`).
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hadisk_peer_proto::Message;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+
+/// Most frame parts (header or payload) gathered into one vectored write
+/// (Linux's IOV_MAX is 1024).
+const MAX_PARTS_PER_WRITE: usize = 512;
+
+/// The outgoing FIFO of one link.
+#[derive(Debug)]
+pub struct LinkOut {
+    write: OwnedWriteHalf,
+    state: Mutex<OutState>,
+    /// Wakes the writer task: the socket would block, or the link closed.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutState {
+    /// Frame parts (headers and payloads) not yet fully written.
+    parts: VecDeque<Bytes>,
+    /// Bytes of `parts.front()` already written.
+    front_written: usize,
+    /// The writer task owns the socket until the FIFO is empty.
+    writer_active: bool,
+    /// Why the link is closed; set once, frames are dropped from then on.
+    closed: Option<String>,
+}
+
+/// What one attempt to write the FIFO achieved.
+enum Drained {
+    /// The FIFO is empty.
+    Empty,
+    /// The socket would block with bytes still queued.
+    WouldBlock,
+}
+
+fn lock(m: &Mutex<OutState>) -> std::sync::MutexGuard<'_, OutState> {
+    // The state is consistent between statements: poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LinkOut {
+    pub fn new(write: OwnedWriteHalf) -> LinkOut {
+        LinkOut {
+            write,
+            state: Mutex::new(OutState::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Appends `msg` to the FIFO (the payload is shared, not copied). An
+    /// unencodable message closes the link: the peer would miss it.
+    pub fn push(&self, msg: &Message) {
+        let mut st = lock(&self.state);
+        if st.closed.is_some() {
+            return;
+        }
+        match msg.encode() {
+            Ok(frame) => {
+                st.parts.push_back(Bytes::copy_from_slice(&frame.header));
+                if !frame.payload.is_empty() {
+                    st.parts.push_back(frame.payload);
+                }
+            }
+            Err(e) => {
+                st.closed = Some(format!("cannot encode a message for the peer: {e}"));
+                st.parts.clear();
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Writes what is queued when the writer task is idle; hands over to
+    /// it when the socket would block.
+    pub fn flush(&self) {
+        let mut st = lock(&self.state);
+        if st.writer_active || st.closed.is_some() || st.parts.is_empty() {
+            return;
+        }
+        match self.drain(&mut st) {
+            Ok(Drained::Empty) => {}
+            Ok(Drained::WouldBlock) => {
+                st.writer_active = true;
+                self.wake.notify_one();
+            }
+            Err(reason) => {
+                st.closed = Some(reason);
+                st.parts.clear();
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Writes the FIFO until it is empty or the socket would block.
+    fn drain(&self, st: &mut OutState) -> Result<Drained, String> {
+        loop {
+            if st.parts.is_empty() {
+                return Ok(Drained::Empty);
+            }
+            let n = {
+                let mut iov = Vec::with_capacity(st.parts.len().min(MAX_PARTS_PER_WRITE));
+                let mut skip = st.front_written;
+                for part in st.parts.iter().take(MAX_PARTS_PER_WRITE) {
+                    iov.push(IoSlice::new(&part[skip..]));
+                    skip = 0;
+                }
+                match self.write.try_write_vectored(&iov) {
+                    Ok(0) => return Err("sending to the peer: the socket accepts no data".into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        return Ok(Drained::WouldBlock)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(format!("sending to the peer: {e}")),
+                }
+            };
+            advance(st, n);
+        }
+    }
+
+    /// Marks the link closed (frames queued or pushed later are dropped)
+    /// and ends the writer task.
+    pub fn close(&self, reason: &str) {
+        let mut st = lock(&self.state);
+        if st.closed.is_none() {
+            st.closed = Some(reason.to_string());
+        }
+        st.parts.clear();
+        self.wake.notify_one();
+    }
+
+    /// The writer task: drains the FIFO whenever a caller found the socket
+    /// blocking, sends a ping every `ping_int`, and returns why the link
+    /// ended (an I/O error, or no progress within `timeout`).
+    pub async fn run_writer(&self, ping_int: Duration, timeout: Duration) -> String {
+        let mut ping_seq = 0u64;
+        let mut ping = tokio::time::interval(ping_int);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = ping.tick() => {
+                    ping_seq += 1;
+                    self.push(&Message::Ping { seq: ping_seq });
+                    // Take the socket only if no caller is writing.
+                    lock(&self.state).writer_active = true;
+                }
+            }
+            if let Err(reason) = self.drain_owned(timeout).await {
+                return reason;
+            }
+        }
+    }
+
+    /// Drains the FIFO as its owner (`writer_active`), waiting for the
+    /// socket as needed; gives the socket back when the FIFO is empty.
+    async fn drain_owned(&self, timeout: Duration) -> Result<(), String> {
+        loop {
+            {
+                let mut st = lock(&self.state);
+                if let Some(reason) = &st.closed {
+                    return Err(reason.clone());
+                }
+                if !st.writer_active {
+                    return Ok(());
+                }
+                match self.drain(&mut st) {
+                    Ok(Drained::Empty) => {
+                        st.writer_active = false;
+                        return Ok(());
+                    }
+                    Ok(Drained::WouldBlock) => {}
+                    Err(reason) => {
+                        st.closed = Some(reason.clone());
+                        st.parts.clear();
+                        return Err(reason);
+                    }
+                }
+            }
+            match tokio::time::timeout(timeout, self.write.writable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("sending to the peer: {e}")),
+                Err(_) => {
+                    let reason = format!(
+                        "the peer stopped reading: a send made no progress within timeout ({} ms)",
+                        timeout.as_millis()
+                    );
+                    self.close(&reason);
+                    return Err(reason);
+                }
+            }
+        }
+    }
+}
+
+/// Drops the `n` bytes just written from the front of the FIFO.
+fn advance(st: &mut OutState, mut n: usize) {
+    while n > 0 {
+        let Some(front) = st.parts.front() else {
+            return;
+        };
+        let left = front.len() - st.front_written;
+        if n < left {
+            st.front_written += n;
+            return;
+        }
+        n -= left;
+        st.front_written = 0;
+        st.parts.pop_front();
+    }
+}
