@@ -425,6 +425,11 @@ impl Resource {
         }
         self.secondary_lost_peer();
         self.primary_lost_peer();
+        // Writes whose AL transaction became durable during a handshake
+        // wait for its decision (`connected` releases them); a handshake
+        // that ends in a refusal (split brain) must release them too, or
+        // they never complete (found by the simulator's split brains).
+        self.release_meta_waiting_writes();
         let _ = reason;
         self.pump();
     }

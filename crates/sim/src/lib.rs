@@ -14,6 +14,7 @@ mod world;
 
 pub use world::Stats;
 
+use hadisk_core::{AfterSbPolicies, AfterSbPolicy};
 use rng::Rng;
 use world::World;
 
@@ -44,6 +45,11 @@ pub struct Options {
     pub pause_weight: u64,
     /// The resync rate controller (fixed, or dynamic with drawn `c-*`).
     pub rate: hadisk_core::RateMode,
+    /// A split brain on purpose (FAULTS.md): partition, promote the
+    /// Secondary, write on both, heal, recover by policy or by hand.
+    pub split_brain_weight: u64,
+    /// The `after-sb-*` policies of both nodes.
+    pub policies: AfterSbPolicies,
     pub flush_percent: u64,
     pub fua_percent: u64,
     /// Print every trace line as it happens (`SIM_TRACE=1` with replay).
@@ -63,6 +69,38 @@ impl Options {
         let switchover_weight = w(10);
         let disconnect_weight = w(8);
         let pause_weight = w(8);
+        // Drawn from their own generators, so that the earlier settings
+        // of every seed stay what they were.
+        let split_brain_weight = {
+            let mut r = Rng::new(seed ^ 0x5350_4C49_5442_5241);
+            if r.chance(35) {
+                0
+            } else {
+                r.range(4, 15)
+            }
+        };
+        let policies = {
+            use AfterSbPolicy::*;
+            let mut r = Rng::new(seed ^ 0x4146_5445_5253_4221);
+            let mut one_of = |v: &[AfterSbPolicy]| v[r.range(0, v.len() as u64 - 1) as usize];
+            AfterSbPolicies {
+                zero_primaries: one_of(&[
+                    Disconnect,
+                    DiscardYoungerPrimary,
+                    DiscardOlderPrimary,
+                    DiscardZeroChanges,
+                    DiscardLeastChanges,
+                ]),
+                one_primary: one_of(&[
+                    Disconnect,
+                    Consensus,
+                    DiscardSecondary,
+                    ViolentlyAs0p,
+                    CallPriLostAfterSb,
+                ]),
+                two_primaries: one_of(&[Disconnect, ViolentlyAs0p, CallPriLostAfterSb]),
+            }
+        };
         let mut r = Rng::new(seed ^ 0x4F50_5453);
         Options {
             size_bytes: 32 << 20,
@@ -80,6 +118,8 @@ impl Options {
             switchover_weight,
             disconnect_weight,
             pause_weight,
+            split_brain_weight,
+            policies,
             flush_percent: r.range(0, 10),
             fua_percent: r.range(0, 20),
             rate: swarm_rate(&mut r),

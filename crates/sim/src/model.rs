@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::disk::SECTOR;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Model {
     acked: Vec<u64>,
     /// Issued, not yet answered: id -> (first sector, sectors).
@@ -55,6 +55,18 @@ impl Model {
             self.unknown_writes += 1;
             self.unknown.insert(id, range);
         }
+    }
+
+    /// The model of a node that splits off (split brain): writes still in
+    /// flight on the other node may or may not have reached it, so their
+    /// outcome is unknown here.
+    pub fn fork(&self) -> Model {
+        let mut m = self.clone();
+        let pending: Vec<u64> = m.pending.keys().copied().collect();
+        for id in pending {
+            m.unknown(id);
+        }
+        m
     }
 
     /// Whether sector `s` is covered by a write still in flight.

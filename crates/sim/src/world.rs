@@ -18,6 +18,8 @@ use hadisk_core::{
 };
 use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
 
+mod split;
+
 use crate::disk::{encode, Disk, SECTOR};
 use crate::model::Model;
 use crate::rng::Rng;
@@ -99,6 +101,9 @@ struct Node {
     admin: Option<(CmdId, AdminOp)>,
     /// Was Established and UpToDate when the peer crashed.
     safe_survivor: bool,
+    /// Saving its diverging blocks (split-brain victim): no local write
+    /// may be issued until the save is done.
+    saving: bool,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +134,11 @@ pub struct Stats {
     pub resyncs: u64,
     /// Handshakes at which "every difference is in a bitmap" was checked.
     pub bitmap_checks: u64,
+    /// Split brains made and resolved (the victim saved its blocks).
+    pub split_brains: u64,
+    /// Of those, resolved by an after-sb policy (the rest by hand).
+    pub split_brains_by_policy: u64,
+    pub saved_bytes: u64,
     pub end_ms: u64,
 }
 
@@ -148,6 +158,9 @@ impl Stats {
         self.pauses += o.pauses;
         self.bitmap_checks += o.bitmap_checks;
         self.resyncs += o.resyncs;
+        self.split_brains += o.split_brains;
+        self.split_brains_by_policy += o.split_brains_by_policy;
+        self.saved_bytes += o.saved_bytes;
         self.end_ms += o.end_ms;
     }
 }
@@ -168,6 +181,11 @@ pub struct World {
     quiescing: bool,
     switchover: Option<usize>,
     final_flush: Option<(usize, ReqId, bool)>,
+    /// A split brain in progress (at most one per run).
+    sb: Option<split::SplitBrain>,
+    /// A split brain was drawn but the pair was not in sync yet.
+    sb_wanted: bool,
+    sb_done: bool,
     pub stats: Stats,
     trace: Vec<String>,
 }
@@ -203,6 +221,7 @@ impl World {
             clients: BTreeMap::new(),
             admin: None,
             safe_survivor: false,
+            saving: false,
         };
         World {
             rng: Rng::new(seed),
@@ -219,6 +238,9 @@ impl World {
             quiescing: false,
             switchover: None,
             final_flush: None,
+            sb: None,
+            sb_wanted: false,
+            sb_done: false,
             stats: Stats::default(),
             trace: Vec::new(),
         }
@@ -267,6 +289,7 @@ impl World {
         cfg.resync_requests = 4;
         cfg.max_unstable = self.opts.max_unstable;
         cfg.rate = self.opts.rate;
+        cfg.policies = self.opts.policies;
         cfg
     }
 
@@ -321,6 +344,22 @@ impl World {
 
     fn perform_one(&mut self, i: usize, a: Action) -> Result<(), String> {
         let inc = self.nodes[i].inc;
+        if let (
+            true,
+            Action::WriteLocal {
+                offset_bytes, data, ..
+            },
+        ) = (self.nodes[i].saving, &a)
+        {
+            return Err(format!(
+                "{} issued a local write of {} bytes at {offset_bytes} while saving its diverging blocks (split-brain victim)",
+                self.nodes[i].name,
+                data.len()
+            ));
+        }
+        if let Action::SaveDiverging { save, .. } = &a {
+            self.save_issued(i, save)?;
+        }
         match a {
             Action::WriteLocal { .. }
             | Action::ReadLocal { .. }
@@ -456,7 +495,7 @@ impl World {
         let per_block = 4096 / SECTOR;
         for (s, (x, y)) in la.iter().zip(lb).enumerate() {
             let s = s as u64;
-            if x == y || self.model.pending_covers(s) {
+            if x == y || self.pending_covers(s) {
                 continue;
             }
             let block = s / per_block;
@@ -561,7 +600,7 @@ impl World {
             }
             Ev::ClientTick => {
                 self.client_tick()?;
-                if !self.quiescing {
+                if !self.quiescing || self.split_brain_pending() {
                     let d = self.rng.range(0, 2);
                     self.at(d, Ev::ClientTick);
                 }
@@ -585,6 +624,7 @@ impl World {
                     self.start_node(node)?;
                 }
             }
+            Ev::Heal if self.split_brain_holds_partition() => {}
             Ev::Heal => {
                 self.link.partitioned = false;
                 self.log("partition heals".into());
@@ -680,11 +720,7 @@ impl World {
             Action::SaveDiverging { io, save } => {
                 // The save copies the live image's blocks (the daemon
                 // fsyncs it before reporting).
-                let name = self.nodes[i].name;
-                self.log(format!(
-                    "{name} saves {} diverging bytes",
-                    save.total_bytes()
-                ));
+                self.save_done(i, &save)?;
                 self.feed(i, Event::IoDone { io, ok: true })
             }
             _ => Ok(()),
@@ -710,10 +746,11 @@ impl World {
         if write == 0 {
             return;
         }
+        let model = self.model_of(i);
         if ok {
-            self.model.acked(write);
+            model.acked(write);
         } else {
-            self.model.unknown(write);
+            model.unknown(write);
         }
     }
 
@@ -729,10 +766,10 @@ impl World {
     }
 
     fn client_tick(&mut self) -> Result<(), String> {
-        let Some(p) = self.primary() else {
+        let Some(p) = self.client_target() else {
             return Ok(());
         };
-        if self.quiescing
+        if (self.quiescing && !self.split_brain_pending())
             || self.switchover.is_some()
             || self.nodes[p].clients.len() >= MAX_CLIENT_INFLIGHT
         {
@@ -755,7 +792,7 @@ impl World {
         self.next_write += 1;
         let id = self.next_write;
         let fua = self.rng.chance(self.opts.fua_percent);
-        self.model.issue(id, offset, len);
+        self.model_of(p).issue(id, offset, len);
         if self.opts.trace {
             let name = self.nodes[p].name;
             self.log(format!(
@@ -811,6 +848,10 @@ impl World {
     }
 
     fn fault_tick(&mut self) -> Result<(), String> {
+        if self.sb.is_some() {
+            // One fault at a time: the split brain runs its course alone.
+            return Ok(());
+        }
         let roll = self.rng.range(0, 99);
         let o = self.opts.clone();
         let mut edge = 0;
@@ -871,6 +912,9 @@ impl World {
                 let d = self.rng.range(20, 300);
                 self.at(d, Ev::Resume { node: i });
             }
+        } else if pick(o.split_brain_weight) {
+            // Last, so that the other kinds keep their share of the rolls.
+            self.start_split_brain();
         }
         Ok(())
     }
@@ -943,7 +987,7 @@ impl World {
                 c.replication() == Replication::Established && c.disk() == DiskState::UpToDate
             })
         });
-        if both_ok && self.switchover.is_none() {
+        if both_ok && self.switchover.is_none() && self.sb.is_none() {
             self.log(format!("switchover away from {}", self.nodes[p].name));
             self.switchover = Some(p);
         }
@@ -969,6 +1013,15 @@ impl World {
     // ---- the operator (a careful failover agent) ----
 
     fn operator_tick(&mut self) -> Result<(), String> {
+        if self.sb.is_some() {
+            return self.split_brain_operator();
+        }
+        if self.sb_wanted {
+            self.start_split_brain();
+            if self.sb.is_some() {
+                return Ok(());
+            }
+        }
         if let Some(p) = self.switchover {
             let idle = self.nodes[p].clients.is_empty() && self.nodes[p].admin.is_none();
             if idle
@@ -1044,6 +1097,7 @@ impl World {
         self.switchover = None;
         self.log("faults stop; quiescing".into());
         self.link.partitioned = false;
+        self.split_brain_quiesce();
         for i in 0..2 {
             self.nodes[i].fail_next_write = false;
             if self.nodes[i].core.is_none() {
@@ -1069,7 +1123,7 @@ impl World {
         let Some(p) = self.primary() else {
             return Ok(false);
         };
-        if !settled {
+        if !settled || self.split_brain_pending() {
             return Ok(false);
         }
         match self.final_flush {
