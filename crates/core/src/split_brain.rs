@@ -584,6 +584,88 @@ mod tests {
         }
     }
 
+    /// Every combination of the three policies and of both sides (role,
+    /// role at the split, changes 0/1/2) with both tie-breakers: the two
+    /// nodes' verdicts are complementary (one wins, one loses) or both
+    /// undecided, and a policy not valid for the number of Primaries
+    /// never decides. `discard-local`/`-remote` are one-sided by design
+    /// (configured as a complementary pair) and are left out.
+    #[test]
+    fn exhaustive_verdicts_are_complementary() {
+        let policies: Vec<AfterSbPolicy> = NAMES.iter().map(|(p, _)| *p).collect();
+        let mut sides = Vec::new();
+        for primary in [false, true] {
+            for was in [false, true] {
+                for changed in 0..3 {
+                    sides.push(side(primary, was, changed));
+                }
+            }
+        }
+        let mut decided = 0u64;
+        for &p0 in &policies {
+            if matches!(p0, DiscardLocal | DiscardRemote) {
+                continue;
+            }
+            for &p1 in &policies {
+                for &p2 in &policies {
+                    let pols = pol(p0, p1, p2);
+                    for l in &sides {
+                        for r in &sides {
+                            for tie in [false, true] {
+                                let mine = recover(&pols, l, r, tie);
+                                let theirs = recover(&pols, r, l, !tie);
+                                assert_eq!(
+                                    mine.map(|(w, n)| (!w, n)),
+                                    theirs,
+                                    "{pols:?} {l:?} {r:?} tie {tie}"
+                                );
+                                let n = u8::from(l.primary) + u8::from(r.primary);
+                                let policy = [p0, p1, p2][n as usize];
+                                if let Some((_, name)) = mine {
+                                    decided += 1;
+                                    assert!(policy.valid_for(n), "{policy} decided for {n}pri");
+                                    assert_eq!(name, policy.name());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(decided > 10_000, "{decided}");
+    }
+
+    #[test]
+    fn unresolved_message_names_the_policy_and_the_commands() {
+        let p = pol(DiscardZeroChanges, DiscardSecondary, Disconnect);
+        assert_eq!(
+            unresolved_message("r0", &p, 0, crate::uuid::Rule::SplitBrain),
+            "split brain detected: both nodes changed the data while disconnected [split-brain (rule 90)]; after-sb-0pri is discard-zero-changes, so the connection is refused (StandAlone). To recover, on the node whose changes are to be discarded run `hadisk secondary r0` and `hadisk connect --discard-my-data r0` (its diverging blocks are saved to the split-brain directory first), then `hadisk connect r0` on the other node"
+        );
+        assert!(
+            unresolved_message("r0", &p, 2, crate::uuid::Rule::SplitBrainHistory)
+                .contains("[split-brain-history (rule 100)]; after-sb-2pri is disconnect")
+        );
+    }
+
+    #[test]
+    fn save_ranges_are_the_set_blocks_clipped_to_the_device() {
+        let size = 10 * BLOCK_BYTES + 512;
+        let mut b = DirtyBitmap::new(size).unwrap();
+        assert_eq!(SaveRequest::ranges_of(&b), vec![]);
+        b.set_blocks(0..2).unwrap();
+        b.set_blocks(5..6).unwrap();
+        b.set_blocks(9..11).unwrap();
+        assert_eq!(
+            SaveRequest::ranges_of(&b),
+            vec![
+                (0, 2 * BLOCK_BYTES),
+                (5 * BLOCK_BYTES, BLOCK_BYTES),
+                (9 * BLOCK_BYTES, BLOCK_BYTES + 512)
+            ]
+        );
+    }
+
     #[test]
     fn names_round_trip_and_validity() {
         for (p, n) in NAMES {
