@@ -62,7 +62,13 @@ fn write_blocks(node: &Node, blocks: &[u64], byte: u8) {
 /// A pair whose disks are in sync from the start, with `net` options and
 /// each node's `split-brain-dir` in its own directory.
 fn pair(net: &str) -> Pair {
-    let pair = Pair::new(RES, DISK_BYTES, net);
+    pair_each(net, net)
+}
+
+/// As [`pair`], with different `net` options on each node.
+fn pair_each(net_a: &str, net_b: &str) -> Pair {
+    let mut pair = Pair::new(RES, DISK_BYTES, "");
+    pair.write_res_each(net_a, net_b);
     let current = 0x5eed_0000_0000_0001;
     pair.a.md_as_synced(&pair.disk_a, current);
     pair.b.md_as_synced(&pair.disk_b, current);
@@ -205,7 +211,11 @@ fn default_policy_stands_alone_and_discard_my_data_recovers_saving_the_victims_b
     // Nothing was touched by the refusal.
     assert_eq!(sha256_prefix(&pair.disk_a, usable), alpha_sha);
 
-    // DRBD's manual recovery: beta is the victim.
+    // DRBD's manual recovery: beta is the victim. Not while it is Primary.
+    assert_eq!(
+        pair.b.fails(&["connect", "--discard-my-data", RES]),
+        "hadisk: data: this node is Primary: its data cannot be discarded while it is; demote it first (hadisk secondary RES), then connect --discard-my-data\n"
+    );
     pair.b.ok(&["secondary", RES]);
     pair.b.ok(&["connect", "--discard-my-data", RES]);
     pair.a.ok(&["connect", RES]);
@@ -255,76 +265,147 @@ fn default_policy_stands_alone_and_discard_my_data_recovers_saving_the_victims_b
     assert!(log.contains("split brain: diverging blocks saved"), "{log}");
 }
 
-/// One policy case: the resource's `net` options, the blocks each side
-/// writes while split, whether each is still Primary at the reconnect, and
-/// the node whose data must win.
+/// How a policy case ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// This node's data is discarded (it saves it first); the other's wins.
+    Loses(&'static str),
+    /// Not resolved: this node refuses with this text (the other redials
+    /// or is StandAlone too); nothing is saved, nothing changes.
+    Refused(&'static str, &'static str),
+}
+
+/// One policy case: each node's `net` options, the blocks each side writes
+/// while split, whether each is still Primary at the reconnect, and the
+/// outcome.
 struct Case {
-    net: &'static str,
+    net_a: &'static str,
+    net_b: &'static str,
     a_blocks: &'static [u64],
     b_blocks: &'static [u64],
     a_primary: bool,
     b_primary: bool,
-    winner: &'static str,
+    outcome: Outcome,
     resolved_by: &'static str,
 }
+
+const LEAST: &str = "after-sb-0pri discard-least-changes;";
 
 const CASES: &[Case] = &[
     // beta was promoted while split: the younger Primary (it changed more,
     // so least-changes would have chosen the other way).
     Case {
-        net: "after-sb-0pri discard-younger-primary;",
+        net_a: "after-sb-0pri discard-younger-primary;",
+        net_b: "after-sb-0pri discard-younger-primary;",
         a_blocks: &[1, 2],
         b_blocks: &[3, 4, 5, 6, 7, 8],
         a_primary: false,
         b_primary: false,
-        winner: "beta-loses",
+        outcome: Outcome::Loses("beta"),
         resolved_by: "discard-younger-primary",
     },
     Case {
-        net: "after-sb-0pri discard-least-changes;",
+        net_a: "after-sb-0pri discard-older-primary;",
+        net_b: "after-sb-0pri discard-older-primary;",
+        a_blocks: &[3, 4, 5, 6, 7, 8],
+        b_blocks: &[1, 2],
+        a_primary: false,
+        b_primary: false,
+        outcome: Outcome::Loses("alpha"),
+        resolved_by: "discard-older-primary",
+    },
+    Case {
+        net_a: LEAST,
+        net_b: LEAST,
         a_blocks: &[1, 2],
         b_blocks: &[3, 4, 5, 6, 7, 8],
         a_primary: false,
         b_primary: false,
-        winner: "alpha-loses",
+        outcome: Outcome::Loses("alpha"),
         resolved_by: "discard-least-changes",
     },
     Case {
-        net: "after-sb-0pri discard-zero-changes;",
+        net_a: "after-sb-0pri discard-zero-changes;",
+        net_b: "after-sb-0pri discard-zero-changes;",
         a_blocks: &[1, 2],
         b_blocks: &[],
         a_primary: false,
         b_primary: false,
-        winner: "beta-loses",
+        outcome: Outcome::Loses("beta"),
         resolved_by: "discard-zero-changes",
     },
+    // discard-local / discard-remote, configured as a pair.
     Case {
-        net: "after-sb-1pri discard-secondary;",
+        net_a: "after-sb-0pri discard-remote;",
+        net_b: "after-sb-0pri discard-local;",
+        a_blocks: &[1],
+        b_blocks: &[2, 3],
+        a_primary: false,
+        b_primary: false,
+        outcome: Outcome::Loses("beta"),
+        // The loser's index names its own setting.
+        resolved_by: "discard-local",
+    },
+    Case {
+        net_a: "after-sb-1pri discard-secondary;",
+        net_b: "after-sb-1pri discard-secondary;",
         a_blocks: &[1, 2],
         b_blocks: &[3, 4, 5, 6, 7, 8],
         a_primary: false,
         b_primary: true,
-        winner: "alpha-loses",
+        outcome: Outcome::Loses("alpha"),
         resolved_by: "discard-secondary",
     },
     // consensus: 0pri's verdict (beta changed less) agrees with discarding
     // the Secondary (beta).
     Case {
-        net: "after-sb-0pri discard-least-changes; after-sb-1pri consensus;",
+        net_a: "after-sb-0pri discard-least-changes; after-sb-1pri consensus;",
+        net_b: "after-sb-0pri discard-least-changes; after-sb-1pri consensus;",
         a_blocks: &[1, 2, 3, 4, 5],
         b_blocks: &[6, 7],
         a_primary: true,
         b_primary: false,
-        winner: "beta-loses",
+        outcome: Outcome::Loses("beta"),
         resolved_by: "consensus",
+    },
+    // consensus disagreeing (0pri would discard the Primary): unresolved.
+    Case {
+        net_a: "after-sb-0pri discard-least-changes; after-sb-1pri consensus;",
+        net_b: "after-sb-0pri discard-least-changes; after-sb-1pri consensus;",
+        a_blocks: &[1],
+        b_blocks: &[6, 7],
+        a_primary: true,
+        b_primary: false,
+        outcome: Outcome::Refused(
+            "alpha",
+            "split brain detected: both nodes changed the data while disconnected [split-brain (rule 90)]; after-sb-1pri is consensus, so the connection is refused",
+        ),
+        resolved_by: "",
+    },
+    // violently-as0p against the Primary: it would have to become
+    // SyncTarget while Primary, which hadisk refuses (DRBD's default
+    // rr-conflict disconnect).
+    Case {
+        net_a: "after-sb-0pri discard-least-changes; after-sb-1pri violently-as0p;",
+        net_b: "after-sb-0pri discard-least-changes; after-sb-1pri violently-as0p;",
+        a_blocks: &[1],
+        b_blocks: &[6, 7],
+        a_primary: true,
+        b_primary: false,
+        outcome: Outcome::Refused(
+            "alpha",
+            "this node should become SyncTarget but it is Primary: demote it first (secondary) and reconnect [split-brain (rule 90)]",
+        ),
+        resolved_by: "",
     },
 ];
 
 #[test]
 fn after_sb_policies_pick_the_loser_which_saves_its_blocks() {
     for case in CASES {
-        eprintln!("case: {}", case.net);
-        let pair = pair(case.net);
+        eprintln!("case: {} / {}", case.net_a, case.net_b);
+        let what = format!("{} / {}", case.net_a, case.net_b);
+        let pair = pair_each(case.net_a, case.net_b);
         let (_da, _db) = pair.daemons();
         make_split_brain(&pair, case.a_blocks, case.b_blocks);
         if !case.a_primary {
@@ -334,24 +415,56 @@ fn after_sb_policies_pick_the_loser_which_saves_its_blocks() {
             pair.b.ok(&["secondary", RES]);
         }
         let usable = pair.usable_bytes();
-        let (winner, loser) = if case.winner == "beta-loses" {
-            ((&pair.a, &pair.disk_a), (&pair.b, &pair.disk_b))
-        } else {
-            ((&pair.b, &pair.disk_b), (&pair.a, &pair.disk_a))
-        };
-        let winner_sha = sha256_prefix(winner.1, usable);
+        let before = pair.checksums(usable);
         pair.a.ok(&["connect", RES]);
         pair.b.ok(&["connect", RES]);
-        pair.wait_in_sync(60);
-        let (a, b) = pair.checksums(usable);
-        assert_eq!(a, b, "{}: identical disks", case.net);
-        assert_eq!(a, winner_sha, "{}: {} won", case.net, winner.0.name);
-        no_save(&sb_dir(winner.0));
-        let (index, _) = the_save(&sb_dir(loser.0));
-        assert_eq!(index["resolved_by"], case.resolved_by, "{}", case.net);
-        assert_eq!(index["node"], loser.0.name.as_str());
-        let want: BTreeSet<u64> = case.a_blocks.iter().chain(case.b_blocks).copied().collect();
-        assert_eq!(saved_blocks(&index), want, "{}", case.net);
+        let node = |name: &str| {
+            if name == "alpha" {
+                (&pair.a, &pair.b)
+            } else {
+                (&pair.b, &pair.a)
+            }
+        };
+        match case.outcome {
+            Outcome::Loses(loser) => {
+                let (loser, winner) = node(loser);
+                pair.wait_in_sync(60);
+                let (a, b) = pair.checksums(usable);
+                assert_eq!(a, b, "{what}: identical disks");
+                let winner_before = if winner.name == "alpha" {
+                    &before.0
+                } else {
+                    &before.1
+                };
+                assert_eq!(&a, winner_before, "{what}: {} won", winner.name);
+                no_save(&sb_dir(winner));
+                let (index, _) = the_save(&sb_dir(loser));
+                assert_eq!(index["resolved_by"], case.resolved_by, "{what}");
+                assert_eq!(index["node"], loser.name.as_str());
+                let want: BTreeSet<u64> =
+                    case.a_blocks.iter().chain(case.b_blocks).copied().collect();
+                assert_eq!(saved_blocks(&index), want, "{what}");
+            }
+            Outcome::Refused(refuser, text) => {
+                let (refuser, _) = node(refuser);
+                wait_until(&format!("{what}: {} refuses", refuser.name), 30, || {
+                    let s = refuser.resource_status(RES);
+                    s["peer"]["connection"] == "StandAlone"
+                        && s["peer"]["last_error"]
+                            .as_str()
+                            .is_some_and(|e| e.starts_with(text))
+                });
+                for n in [&pair.a, &pair.b] {
+                    assert_ne!(
+                        n.resource_status(RES)["peer"]["connection"],
+                        "Connected",
+                        "{what}"
+                    );
+                    no_save(&sb_dir(n));
+                }
+                assert_eq!(pair.checksums(usable), before, "{what}: nothing changed");
+            }
+        }
     }
 }
 

@@ -27,15 +27,7 @@ impl Resource {
         let result = match op {
             AdminOp::Promote { force } => self.promote(cmd, force),
             AdminOp::Demote => self.demote(cmd),
-            AdminOp::Connect { discard_my_data } => {
-                if self.conn == Connection::StandAlone {
-                    self.discard_my_data = discard_my_data;
-                    self.last_error = None;
-                    self.set_conn(Connection::Connecting);
-                    self.out.push(Action::Dial);
-                }
-                Ok(Some(()))
-            }
+            AdminOp::Connect { discard_my_data } => self.connect(discard_my_data),
             AdminOp::Disconnect => {
                 if !matches!(self.link, Link::Down) {
                     let reason = "disconnected by the administrator".to_string();
@@ -72,6 +64,29 @@ impl Resource {
                 result: Err(e),
             }),
         }
+    }
+
+    /// `connect [--discard-my-data]`. Discarding is for a Secondary whose
+    /// next handshake is still to come: a Primary could never become the
+    /// SyncTarget, and a link already up would ignore the flag.
+    fn connect(&mut self, discard_my_data: bool) -> Result<Option<()>, CoreError> {
+        if discard_my_data {
+            if self.role == Role::Primary || self.promoting.is_some() {
+                return Err(CoreError::DiscardWhilePrimary);
+            }
+            if !matches!(self.link, Link::Down) {
+                return Err(CoreError::DiscardWhileConnected);
+            }
+            // Also while Connecting: it applies to the next handshake.
+            self.discard_my_data = true;
+        }
+        if self.conn == Connection::StandAlone {
+            self.discard_my_data = discard_my_data;
+            self.last_error = None;
+            self.set_conn(Connection::Connecting);
+            self.out.push(Action::Dial);
+        }
+        Ok(Some(()))
     }
 
     /// `Ok(None)`: answered later.

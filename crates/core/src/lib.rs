@@ -160,6 +160,12 @@ pub enum CoreError {
     WritesInFlight { writes: usize },
     #[error("the connection handshake is in progress: retry in a moment")]
     Handshaking,
+    /// `connect --discard-my-data` on a Primary.
+    #[error("this node is Primary: its data cannot be discarded while it is; demote it first (hadisk secondary RES), then connect --discard-my-data")]
+    DiscardWhilePrimary,
+    /// `connect --discard-my-data` while the link is up or handshaking.
+    #[error("the link to the peer is up: --discard-my-data applies to a new connection; disconnect first (hadisk disconnect RES)")]
+    DiscardWhileConnected,
     #[error("writing the metadata failed: the disk is now Failed")]
     MetaIo,
     /// A write touching more activity-log extents than the log holds could

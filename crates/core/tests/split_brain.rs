@@ -372,3 +372,38 @@ fn a_refused_handshake_releases_writes_that_waited_for_it() {
     assert_eq!(a.result(40), Some(Ok(())));
     assert_eq!(a.r.role(), Role::Primary);
 }
+
+#[test]
+fn discard_my_data_is_refused_on_a_primary_and_on_a_live_link() {
+    let (mut a, mut b) = (fresh(false), fresh(true));
+    a.admin(1, AdminOp::Promote { force: true });
+    a.ev(Event::Admin {
+        cmd: CmdId(2),
+        op: AdminOp::Connect {
+            discard_my_data: true,
+        },
+    });
+    assert_eq!(
+        a.admin.last(),
+        Some(&(CmdId(2), Err(CoreError::DiscardWhilePrimary)))
+    );
+    assert_eq!(a.r.connection(), Connection::StandAlone, "nothing changed");
+    connect(&mut a, 3, false);
+    connect(&mut b, 3, false);
+    link_up(&mut a, &mut b);
+    settle(&mut a, &mut b);
+    b.ev(Event::Admin {
+        cmd: CmdId(4),
+        op: AdminOp::Connect {
+            discard_my_data: true,
+        },
+    });
+    assert_eq!(
+        b.admin.last(),
+        Some(&(CmdId(4), Err(CoreError::DiscardWhileConnected)))
+    );
+    assert_eq!(
+        CoreError::DiscardWhileConnected.to_string(),
+        "the link to the peer is up: --discard-my-data applies to a new connection; disconnect first (hadisk disconnect RES)"
+    );
+}
