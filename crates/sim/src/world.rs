@@ -769,7 +769,9 @@ impl World {
         let Some(p) = self.client_target() else {
             return Ok(());
         };
-        if (self.quiescing && !self.split_brain_pending())
+        // During quiescence only the two Primaries of a split brain in
+        // progress take writes (not while one is still awaited).
+        if (self.quiescing && self.sb.is_none())
             || self.switchover.is_some()
             || self.nodes[p].clients.len() >= MAX_CLIENT_INFLIGHT
         {
