@@ -455,11 +455,11 @@ fn after_sb_policies_pick_the_loser_which_saves_its_blocks() {
                             .is_some_and(|e| e.starts_with(text))
                 });
                 for n in [&pair.a, &pair.b] {
-                    assert_ne!(
-                        n.resource_status(RES)["peer"]["connection"],
-                        "Connected",
-                        "{what}"
-                    );
+                    // The other side may have decided before the refusal
+                    // reached it: it leaves Connected when it does.
+                    wait_until(&format!("{what}: {} not Connected", n.name), 30, || {
+                        n.resource_status(RES)["peer"]["connection"] != "Connected"
+                    });
                     no_save(&sb_dir(n));
                 }
                 assert_eq!(pair.checksums(usable), before, "{what}: nothing changed");
