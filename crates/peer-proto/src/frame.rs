@@ -45,13 +45,25 @@
 //!   says whether the peer agreed (two-phase promotion, so that two nodes
 //!   never both become Primary while connected).
 //! * `ResyncRequest`, `OutOfSync`, `InSync`: `len_bytes u32` (4 bytes).
-//! * `CsumRequest`: `len_bytes u32` then a 32-byte digest (36 bytes).
+//! * `CsumRequest`, `VerifyRequest` (digest frames): `len_bytes u32`,
+//!   `alg u8` ([`DigestAlg`] code), then one digest per 4 KiB block of the
+//!   range (`ceil(len_bytes / 4096) * alg.len()` bytes); the range is at
+//!   most [`MAX_DIGEST_RANGE_BYTES`].
+//! * `CsumReply`: `len_bytes u32` (4 bytes): every differing block of the
+//!   `CsumRequest` with this `seq` was sent as `ResyncData` before it.
+//! * `VerifyReply`: `len_bytes u32`, then a bitmap of the blocks whose
+//!   digests differed (bit `i` of byte `j`: block `8*j + i` of the range).
+//! * `VerifyStart`, `VerifyEnd`: empty.
+//! * `FullSyncRequest`: `sender_is_target u8` (0 or 1).
+//! * `FullSyncReply`: a UTF-8 reason (empty when granted), at most
+//!   [`MAX_REASON_BYTES`]; `FLAG_GRANTED` says whether it was granted.
 //! * `StateChange`: `role u8`, `disk u8`, then the four UUIDs (34 bytes).
 //! * `Disconnect`: a UTF-8 reason, at most [`MAX_REASON_BYTES`].
 //! * `WriteAck`, `NegAck`, `Flush`, `FlushAck`, `Ping`, `PingAck`: empty.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::digest::{blocks_in, DigestAlg, MAX_DIGEST_LEN};
 use crate::state::{DiskState, Role, Uuids};
 use crate::ProtoError;
 
@@ -79,6 +91,12 @@ pub const MAX_CHALLENGE_BYTES: u32 = 64;
 pub const MAX_REASON_BYTES: u32 = 1024;
 /// Length of an HMAC-SHA256 tag and of a SHA-256 block digest.
 pub const DIGEST_BYTES: usize = 32;
+
+/// Longest range of one digest frame (verify or csums request): 2,048
+/// blocks, 64 KiB of SHA-256 digests — one frame stays small next to the
+/// data stream while a request covers as much as a resync chunk.
+pub const MAX_DIGEST_RANGE_BYTES: u32 = 8 * 1024 * 1024;
+const MAX_DIGEST_BLOCKS: u32 = MAX_DIGEST_RANGE_BYTES / BLOCK_BYTES as u32;
 
 /// Header flag: the write must be durable before it is acknowledged.
 pub const FLAG_FUA: u16 = 1;
@@ -124,6 +142,13 @@ pub enum Kind {
     InSync = 19,
     PromoteRequest = 20,
     PromoteReply = 21,
+    CsumReply = 22,
+    VerifyStart = 23,
+    VerifyRequest = 24,
+    VerifyReply = 25,
+    VerifyEnd = 26,
+    FullSyncRequest = 27,
+    FullSyncReply = 28,
     // Codes from 30 on: kinds added by later features, away from the
     // range other features extend.
     SyncPause = 30,
@@ -140,7 +165,7 @@ enum PayloadRule {
 impl Kind {
     fn from_code(code: u16) -> Option<Kind> {
         use Kind::*;
-        const ALL: [Kind; 23] = [
+        const ALL: [Kind; 30] = [
             Hello,
             AuthChallenge,
             AuthResponse,
@@ -162,6 +187,13 @@ impl Kind {
             InSync,
             PromoteRequest,
             PromoteReply,
+            CsumReply,
+            VerifyStart,
+            VerifyRequest,
+            VerifyReply,
+            VerifyEnd,
+            FullSyncRequest,
+            FullSyncReply,
             SyncPause,
             BitmapRle,
         ];
@@ -179,12 +211,18 @@ impl Kind {
             BitmapChunk | BitmapRle => Range(0, MAX_BITMAP_CHUNK_BYTES),
             SyncPause => Exact(1),
             Data | ResyncData => Blocks,
-            ResyncRequest | OutOfSync | InSync => Exact(LEN_FIELD),
-            CsumRequest => Exact(LEN_FIELD + DIGEST_BYTES as u32),
+            ResyncRequest | OutOfSync | InSync | CsumReply => Exact(LEN_FIELD),
+            CsumRequest | VerifyRequest => Range(
+                LEN_FIELD + 1,
+                LEN_FIELD + 1 + MAX_DIGEST_BLOCKS * MAX_DIGEST_LEN as u32,
+            ),
+            VerifyReply => Range(LEN_FIELD, LEN_FIELD + MAX_DIGEST_BLOCKS / 8),
+            FullSyncRequest => Exact(1),
+            FullSyncReply => Range(0, MAX_REASON_BYTES),
             StateChange => Exact(STATE_CHANGE_LEN),
             Disconnect => Range(0, MAX_REASON_BYTES),
             WriteAck | NegAck | Flush | FlushAck | Ping | PingAck | PromoteRequest
-            | PromoteReply => Exact(0),
+            | PromoteReply | VerifyStart | VerifyEnd => Exact(0),
         }
     }
 }
@@ -280,13 +318,58 @@ pub enum Message {
         offset_bytes: u64,
         data: Bytes,
     },
-    /// The target's digest of a range (csums-alg / verify): the source
-    /// replies `ResyncData` if it differs, `InSync` if not.
+    /// Checksum-based resync (`csums-alg`, DRBD's P_CSUM_RS_REQUEST): the
+    /// SyncTarget's digests of a range it needs, one per 4 KiB block. The
+    /// source sends `ResyncData` for the blocks whose digests differ from
+    /// its own, then `CsumReply` (DRBD's P_RS_IS_IN_SYNC for the rest).
     CsumRequest {
         seq: u64,
         offset_bytes: u64,
         len_bytes: u32,
-        digest: [u8; DIGEST_BYTES],
+        alg: DigestAlg,
+        digests: Bytes,
+    },
+    /// The end of the answer to `CsumRequest { seq }`: the differing
+    /// blocks were sent as `ResyncData` before this; the others are equal.
+    CsumReply {
+        seq: u64,
+        offset_bytes: u64,
+        len_bytes: u32,
+    },
+    /// Online verify starts: the sender is VerifyS, the receiver VerifyT.
+    VerifyStart,
+    /// Online verify (DRBD's P_OV_REQUEST, with the digests): VerifyS's
+    /// digests of a range; VerifyT digests its own and answers `VerifyReply`.
+    VerifyRequest {
+        seq: u64,
+        offset_bytes: u64,
+        len_bytes: u32,
+        alg: DigestAlg,
+        digests: Bytes,
+    },
+    /// VerifyT's answer (DRBD's P_OV_RESULT): `differ` has one bit per block
+    /// of the range, set where the digests differed (both sides mark those
+    /// blocks out of sync).
+    VerifyReply {
+        seq: u64,
+        offset_bytes: u64,
+        len_bytes: u32,
+        differ: Bytes,
+    },
+    /// Online verify is over (finished or stopped by VerifyS).
+    VerifyEnd,
+    /// `invalidate` (`sender_is_target`) / `invalidate-remote`: asks the
+    /// peer to take part in a full resync; answered by `FullSyncReply`.
+    FullSyncRequest {
+        seq: u64,
+        sender_is_target: bool,
+    },
+    /// The answer to `FullSyncRequest { seq }`; when granted, the replier
+    /// has already set every bit and changed its replication state.
+    FullSyncReply {
+        seq: u64,
+        granted: bool,
+        reason: String,
     },
     /// The range is identical on both sides: the answer to a `CsumRequest`
     /// that matched, and the target's confirmation of written `ResyncData`.
@@ -375,6 +458,24 @@ impl Message {
                 kind: head.kind,
                 len_bytes: payload.len() as u64,
             });
+        }
+        match self {
+            Message::CsumRequest {
+                len_bytes,
+                alg,
+                digests,
+                ..
+            }
+            | Message::VerifyRequest {
+                len_bytes,
+                alg,
+                digests,
+                ..
+            } => check_digests(head.kind, *len_bytes, alg.len(), digests.len())?,
+            Message::VerifyReply {
+                len_bytes, differ, ..
+            } => check_differ(*len_bytes, differ.len())?,
+            _ => {}
         }
         let mut header = [0u8; HEADER_LEN];
         header[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
@@ -490,12 +591,60 @@ impl Message {
                 seq,
                 offset_bytes,
                 len_bytes,
-                digest,
+                alg,
+                digests,
+            } => (
+                head(Kind::CsumRequest, 0, *seq, *offset_bytes),
+                digest_payload(*len_bytes, *alg, digests),
+            ),
+            Message::VerifyRequest {
+                seq,
+                offset_bytes,
+                len_bytes,
+                alg,
+                digests,
+            } => (
+                head(Kind::VerifyRequest, 0, *seq, *offset_bytes),
+                digest_payload(*len_bytes, *alg, digests),
+            ),
+            Message::CsumReply {
+                seq,
+                offset_bytes,
+                len_bytes,
+            } => (
+                head(Kind::CsumReply, 0, *seq, *offset_bytes),
+                len_payload(*len_bytes),
+            ),
+            Message::VerifyReply {
+                seq,
+                offset_bytes,
+                len_bytes,
+                differ,
             } => {
-                let mut b = BytesMut::with_capacity(LEN_FIELD as usize + DIGEST_BYTES);
+                let mut b = BytesMut::with_capacity(LEN_FIELD as usize + differ.len());
                 b.put_u32_le(*len_bytes);
-                b.put_slice(digest);
-                (head(Kind::CsumRequest, 0, *seq, *offset_bytes), b.freeze())
+                b.put_slice(differ);
+                (head(Kind::VerifyReply, 0, *seq, *offset_bytes), b.freeze())
+            }
+            Message::VerifyStart => (head(Kind::VerifyStart, 0, 0, 0), Bytes::new()),
+            Message::VerifyEnd => (head(Kind::VerifyEnd, 0, 0, 0), Bytes::new()),
+            Message::FullSyncRequest {
+                seq,
+                sender_is_target,
+            } => (
+                head(Kind::FullSyncRequest, 0, *seq, 0),
+                Bytes::copy_from_slice(&[u8::from(*sender_is_target)]),
+            ),
+            Message::FullSyncReply {
+                seq,
+                granted,
+                reason,
+            } => {
+                let flags = if *granted { FLAG_GRANTED } else { 0 };
+                (
+                    head(Kind::FullSyncReply, flags, *seq, 0),
+                    reason_payload(reason),
+                )
             }
             Message::StateChange { role, disk, uuids } => {
                 let mut b = BytesMut::with_capacity(STATE_CHANGE_LEN as usize);
@@ -505,16 +654,60 @@ impl Message {
                 (head(Kind::StateChange, 0, 0, 0), b.freeze())
             }
             Message::Disconnect { reason } => {
-                // Truncate on a char boundary so the receiver's limit holds.
-                let mut end = reason.len().min(MAX_REASON_BYTES as usize);
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let text = Bytes::copy_from_slice(&reason.as_bytes()[..end]);
-                (head(Kind::Disconnect, 0, 0, 0), text)
+                (head(Kind::Disconnect, 0, 0, 0), reason_payload(reason))
             }
         }
     }
+}
+
+/// A reason truncated on a char boundary, so the receiver's limit holds.
+fn reason_payload(reason: &str) -> Bytes {
+    let mut end = reason.len().min(MAX_REASON_BYTES as usize);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Bytes::copy_from_slice(&reason.as_bytes()[..end])
+}
+
+fn digest_payload(len_bytes: u32, alg: DigestAlg, digests: &Bytes) -> Bytes {
+    let mut b = BytesMut::with_capacity(LEN_FIELD as usize + 1 + digests.len());
+    b.put_u32_le(len_bytes);
+    b.put_u8(alg.to_wire());
+    b.put_slice(digests);
+    b.freeze()
+}
+
+/// The range of a digest frame holds `ceil(len / 4096)` digests, at most
+/// [`MAX_DIGEST_BLOCKS`] of them.
+fn check_digests(
+    kind: Kind,
+    len_bytes: u32,
+    digest_len: usize,
+    got: usize,
+) -> Result<(), ProtoError> {
+    let blocks = blocks_in(u64::from(len_bytes));
+    if len_bytes == 0
+        || len_bytes > MAX_DIGEST_RANGE_BYTES
+        || got as u64 != blocks * digest_len as u64
+    {
+        return Err(ProtoError::BadPayloadLength {
+            kind,
+            len_bytes: got as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A verify reply's bitmap has one bit per block of the range.
+fn check_differ(len_bytes: u32, got: usize) -> Result<(), ProtoError> {
+    let blocks = blocks_in(u64::from(len_bytes));
+    if len_bytes == 0 || len_bytes > MAX_DIGEST_RANGE_BYTES || got as u64 != blocks.div_ceil(8) {
+        return Err(ProtoError::BadPayloadLength {
+            kind: Kind::VerifyReply,
+            len_bytes: got as u64,
+        });
+    }
+    Ok(())
 }
 
 fn len_payload(len_bytes: u32) -> Bytes {
@@ -713,7 +906,60 @@ fn parse_body(head: Head, mut p: Bytes) -> Result<Message, ProtoError> {
             granted: flags & FLAG_GRANTED != 0,
         },
         Kind::PingAck => Message::PingAck { seq },
-        Kind::ResyncRequest | Kind::InSync | Kind::OutOfSync | Kind::CsumRequest => {
+        Kind::CsumRequest | Kind::VerifyRequest => {
+            let len_bytes = p.get_u32_le();
+            check_range(kind, offset_bytes, u64::from(len_bytes))?;
+            let code = p.get_u8();
+            let alg = DigestAlg::from_wire(code).ok_or(ProtoError::UnknownDigestAlg { code })?;
+            check_digests(kind, len_bytes, alg.len(), p.len())?;
+            if kind == Kind::CsumRequest {
+                Message::CsumRequest {
+                    seq,
+                    offset_bytes,
+                    len_bytes,
+                    alg,
+                    digests: p,
+                }
+            } else {
+                Message::VerifyRequest {
+                    seq,
+                    offset_bytes,
+                    len_bytes,
+                    alg,
+                    digests: p,
+                }
+            }
+        }
+        Kind::VerifyReply => {
+            let len_bytes = p.get_u32_le();
+            check_range(kind, offset_bytes, u64::from(len_bytes))?;
+            check_differ(len_bytes, p.len())?;
+            Message::VerifyReply {
+                seq,
+                offset_bytes,
+                len_bytes,
+                differ: p,
+            }
+        }
+        Kind::VerifyStart => Message::VerifyStart,
+        Kind::VerifyEnd => Message::VerifyEnd,
+        Kind::FullSyncRequest => match p.get_u8() {
+            0 => Message::FullSyncRequest {
+                seq,
+                sender_is_target: false,
+            },
+            1 => Message::FullSyncRequest {
+                seq,
+                sender_is_target: true,
+            },
+            _ => return Err(ProtoError::BadPayloadLength { kind, len_bytes: 1 }),
+        },
+        Kind::FullSyncReply => Message::FullSyncReply {
+            seq,
+            granted: flags & FLAG_GRANTED != 0,
+            reason: String::from_utf8(p.to_vec()).map_err(|_| ProtoError::ReasonNotUtf8)?,
+        },
+        Kind::ResyncRequest | Kind::InSync | Kind::OutOfSync | Kind::CsumReply => {
             let len_bytes = p.get_u32_le();
             check_range(kind, offset_bytes, u64::from(len_bytes))?;
             match kind {
@@ -731,16 +977,11 @@ fn parse_body(head: Head, mut p: Bytes) -> Result<Message, ProtoError> {
                     offset_bytes,
                     len_bytes,
                 },
-                _ => {
-                    let mut digest = [0u8; DIGEST_BYTES];
-                    digest.copy_from_slice(&p);
-                    Message::CsumRequest {
-                        seq,
-                        offset_bytes,
-                        len_bytes,
-                        digest,
-                    }
-                }
+                _ => Message::CsumReply {
+                    seq,
+                    offset_bytes,
+                    len_bytes,
+                },
             }
         }
         Kind::StateChange => {

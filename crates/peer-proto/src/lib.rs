@@ -6,6 +6,7 @@
 //!   [`Message`]s, their encoder (payloads shared, never copied) and a
 //!   streaming decoder that checks every length before waiting for or
 //!   allocating a payload.
+//! * [`digest`]: per-block digests of `verify-alg` / `csums-alg`.
 //! * [`state`]: roles, disk states and generation UUIDs with DRBD's names.
 //!
 //! After the handshake each side sends `Params` (sizes, UUIDs, role, disk
@@ -18,11 +19,13 @@
 //! the daemon sends `Disconnect { reason }` with the error's text and closes.
 #![deny(clippy::host_endian_bytes)]
 
+pub mod digest;
 pub mod frame;
 pub mod handshake;
 pub mod rle;
 pub mod state;
 
+pub use digest::{DigestAlg, UnknownDigest};
 pub use frame::{decode, Decoder, EncodedFrame, Kind, Message, Params};
 pub use handshake::{Handshake, HandshakeConfig, HmacAlg, Negotiated, Step};
 pub use state::{DiskState, Role, Uuids, UUID_JUST_CREATED};
@@ -50,6 +53,8 @@ pub enum ProtoError {
         offset_bytes: u64,
         len_bytes: u64,
     },
+    #[error("unknown digest algorithm code {code}")]
+    UnknownDigestAlg { code: u8 },
     #[error("unknown role code {code}")]
     UnknownRole { code: u8 },
     #[error("unknown disk state code {code}")]
@@ -108,5 +113,12 @@ pub fn frame_kind_name(msg: &Message) -> &'static str {
         Message::Disconnect { .. } => "Disconnect",
         Message::PromoteRequest { .. } => "PromoteRequest",
         Message::PromoteReply { .. } => "PromoteReply",
+        Message::CsumReply { .. } => "CsumReply",
+        Message::VerifyStart => "VerifyStart",
+        Message::VerifyRequest { .. } => "VerifyRequest",
+        Message::VerifyReply { .. } => "VerifyReply",
+        Message::VerifyEnd => "VerifyEnd",
+        Message::FullSyncRequest { .. } => "FullSyncRequest",
+        Message::FullSyncReply { .. } => "FullSyncReply",
     }
 }

@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use hadisk_peer_proto::frame::{BLOCK_BYTES, FRAME_MAGIC, HEADER_LEN, MAX_DATA_BYTES};
 use hadisk_peer_proto::{
-    decode, Decoder, DiskState, Kind, Message, Params, ProtoError, Role, Uuids,
+    decode, Decoder, DigestAlg, DiskState, Kind, Message, Params, ProtoError, Role, Uuids,
 };
 use proptest::prelude::*;
 
@@ -40,6 +40,10 @@ fn arb_offset() -> impl Strategy<Value = u64> {
 
 fn arb_len() -> impl Strategy<Value = u32> {
     (0u32..4096).prop_map(|b| b * BLOCK_BYTES as u32)
+}
+
+fn arb_alg() -> impl Strategy<Value = DigestAlg> {
+    (0usize..4).prop_map(|i| hadisk_peer_proto::digest::DIGEST_ALGS[i])
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
@@ -131,14 +135,65 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 data,
             }
         }),
-        (any::<u64>(), arb_offset(), arb_len(), any::<[u8; 32]>()).prop_map(
-            |(seq, offset_bytes, len_bytes, digest)| Message::CsumRequest {
+        (
+            any::<u64>(),
+            arb_offset(),
+            1u32..=64,
+            arb_alg(),
+            any::<bool>(),
+            any::<u8>()
+        )
+            .prop_map(|(seq, offset_bytes, blocks, alg, verify, fill)| {
+                let len_bytes = blocks * 4096 - u32::from(fill % 8) * 512;
+                let digests = Bytes::from(vec![fill; blocks as usize * alg.len()]);
+                if verify {
+                    Message::VerifyRequest {
+                        seq,
+                        offset_bytes,
+                        len_bytes,
+                        alg,
+                        digests,
+                    }
+                } else {
+                    Message::CsumRequest {
+                        seq,
+                        offset_bytes,
+                        len_bytes,
+                        alg,
+                        digests,
+                    }
+                }
+            }),
+        (any::<u64>(), arb_offset(), arb_len()).prop_map(|(seq, offset_bytes, len_bytes)| {
+            Message::CsumReply {
                 seq,
                 offset_bytes,
                 len_bytes,
-                digest
+            }
+        }),
+        (any::<u64>(), arb_offset(), 1u32..=2048, any::<u8>()).prop_map(
+            |(seq, offset_bytes, blocks, fill)| Message::VerifyReply {
+                seq,
+                offset_bytes,
+                len_bytes: blocks * 4096,
+                differ: Bytes::from(vec![fill; blocks.div_ceil(8) as usize]),
             }
         ),
+        Just(Message::VerifyStart),
+        Just(Message::VerifyEnd),
+        (any::<u64>(), any::<bool>()).prop_map(|(seq, sender_is_target)| {
+            Message::FullSyncRequest {
+                seq,
+                sender_is_target,
+            }
+        }),
+        (any::<u64>(), any::<bool>(), "[a-z ]{0,40}").prop_map(|(seq, granted, reason)| {
+            Message::FullSyncReply {
+                seq,
+                granted,
+                reason,
+            }
+        }),
         (arb_role(), arb_disk(), arb_uuids())
             .prop_map(|(role, disk, uuids)| Message::StateChange { role, disk, uuids }),
         "[a-z ]{0,80}".prop_map(|reason| Message::Disconnect { reason }),
@@ -189,7 +244,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_after_a_valid_header_never_panic(
-        kind in 1u16..=22, flags in 0u16..8, seq in any::<u64>(), offset in any::<u64>(),
+        kind in 1u16..=32, flags in 0u16..8, seq in any::<u64>(), offset in any::<u64>(),
         body in prop::collection::vec(any::<u8>(), 0..128),
     ) {
         let mut buf = BytesMut::from(&header(kind, flags, seq, offset, body.len() as u32)[..]);
@@ -332,5 +387,57 @@ fn encoder_refuses_unaligned_data() {
             kind: Kind::Data,
             len_bytes: 100
         }
+    );
+}
+
+/// A digest frame whose digest count does not match its range, or with an
+/// unknown algorithm, is refused with a specific error (never trusted).
+#[test]
+fn digest_frames_are_checked_against_their_range() {
+    let frame = |len: u32, alg: u8, digests: usize| {
+        let mut body = len.to_le_bytes().to_vec();
+        body.push(alg);
+        body.extend(std::iter::repeat_n(0u8, digests));
+        let mut buf = BytesMut::from(&header(13, 0, 1, 0, body.len() as u32)[..]);
+        buf.extend_from_slice(&body);
+        decode(&mut buf)
+    };
+    // Two blocks of SHA-256 (code 1): 64 bytes of digests.
+    assert!(matches!(
+        frame(8192, 1, 64),
+        Ok(Some(Message::CsumRequest { .. }))
+    ));
+    assert_eq!(
+        frame(8192, 1, 32),
+        Err(ProtoError::BadPayloadLength {
+            kind: Kind::CsumRequest,
+            len_bytes: 32
+        })
+    );
+    assert_eq!(
+        frame(8192, 9, 64),
+        Err(ProtoError::UnknownDigestAlg { code: 9 })
+    );
+    assert_eq!(
+        frame(0, 4, 0),
+        Err(ProtoError::BadPayloadLength {
+            kind: Kind::CsumRequest,
+            len_bytes: 0
+        })
+    );
+    // Encoding refuses the same mismatch.
+    let bad = Message::VerifyRequest {
+        seq: 1,
+        offset_bytes: 0,
+        len_bytes: 4096,
+        alg: DigestAlg::Md5,
+        digests: Bytes::from(vec![0u8; 15]),
+    };
+    assert_eq!(
+        bad.encode().err(),
+        Some(ProtoError::BadPayloadLength {
+            kind: Kind::VerifyRequest,
+            len_bytes: 15
+        })
     );
 }
