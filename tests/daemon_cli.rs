@@ -98,7 +98,7 @@ fn a_live_daemon_keeps_its_socket_and_a_stale_one_is_replaced() {
 }
 
 #[test]
-fn commands_not_built_yet_refuse_with_a_reason() {
+fn peer_commands_without_a_peer_refuse_with_a_reason() {
     let node = Node::new("alpha");
     node.setup(RES, 64 * MIB, "");
     let _d = node.daemon();
@@ -120,11 +120,11 @@ fn commands_not_built_yet_refuse_with_a_reason() {
         node.resource_status(RES)["peer"]["connection"],
         "Connecting"
     );
-    for cmd in ["invalidate", "verify"] {
+    // verify and invalidate need the peer (tests/verify.rs, tests/invalidate.rs).
+    for cmd in ["invalidate", "invalidate-remote", "verify"] {
         assert_eq!(
             node.fails(&[cmd, RES]),
-            "hadisk: data: this command needs the peer link, which this build of hadisk does not have yet\n",
-            "{cmd}"
+            format!("hadisk: data: {cmd} needs a connected peer (the connection is Connecting): connect first (hadisk connect RES) and wait for Connected\n"),
         );
     }
 }

@@ -88,9 +88,12 @@ pub enum Command {
     },
     /// Disconnect from the peer and stay StandAlone.
     Disconnect { resource: String },
-    /// Full resync from the peer.
+    /// Discard this node's data: full resync from the peer (this node SyncTarget).
     Invalidate { resource: String },
-    /// Online verify against the peer.
+    /// Discard the peer's data: full resync to it (the peer SyncTarget).
+    InvalidateRemote { resource: String },
+    /// Online verify: compare every block with the peer by digest (verify-alg),
+    /// mark differences out of sync; the next connect resyncs them.
     Verify { resource: String },
     /// Pause a resync (PausedSyncS/PausedSyncT on both nodes) until `resume-sync`.
     PauseSync { resource: String },

@@ -57,6 +57,9 @@ pub enum Request {
     Invalidate {
         resource: String,
     },
+    InvalidateRemote {
+        resource: String,
+    },
     Verify {
         resource: String,
     },

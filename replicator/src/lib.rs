@@ -100,6 +100,7 @@ fn to_request(g: &GlobalOpts, command: Command) -> Result<Request> {
         },
         Command::Disconnect { resource } => Request::Disconnect { resource },
         Command::Invalidate { resource } => Request::Invalidate { resource },
+        Command::InvalidateRemote { resource } => Request::InvalidateRemote { resource },
         Command::Verify { resource } => Request::Verify { resource },
         Command::PauseSync { resource } => Request::PauseSync { resource },
         Command::ResumeSync { resource } => Request::ResumeSync { resource },

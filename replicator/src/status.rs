@@ -90,6 +90,23 @@ pub struct PeerStatus {
     pub sync_paused_here: bool,
     #[serde(default)]
     pub sync_paused_by_peer: bool,
+    /// The running online verify, else the last one since `up` (null:
+    /// none ran).
+    #[serde(default)]
+    pub verify: Option<VerifyStatus>,
+}
+
+/// An online verify's progress, or the last one's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyStatus {
+    pub running: bool,
+    /// VerifyS (this node ran `verify`) or VerifyT.
+    pub role: String,
+    pub done_percent: f64,
+    /// Bytes (whole 4 KiB blocks) this verify found different so far.
+    pub out_of_sync_bytes: u64,
+    /// It covered the whole device (false: stopped by a lost connection).
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,7 +140,25 @@ pub fn render_status(report: &StatusReport) -> String {
             if let Some(s) = &p.resync {
                 let _ = write!(line, " done:{:.2}", s.done_percent);
             }
+            // DRBD's statistics figure, in KiB: what the next resync sends.
+            let verifying = p.verify.as_ref().is_some_and(|v| v.running);
+            if verifying || p.out_of_sync_bytes > 0 {
+                let _ = write!(line, " out-of-sync:{}", p.out_of_sync_bytes / 1024);
+            }
             let _ = writeln!(out, "{line}");
+            if let Some(v) = p.verify.as_ref().filter(|v| !v.running) {
+                let _ = writeln!(
+                    out,
+                    "    last-verify: {} {} KiB out of sync{}",
+                    v.role,
+                    v.out_of_sync_bytes / 1024,
+                    if v.complete {
+                        ""
+                    } else {
+                        " (stopped before the end)"
+                    }
+                );
+            }
         } else {
             let _ = writeln!(out, "  {} connection:{}", p.name, p.connection);
         }
@@ -247,6 +282,7 @@ mod tests {
                     last_error: None,
                     sync_paused_here: false,
                     sync_paused_by_peer: false,
+                    verify: None,
                 },
             }],
         }
@@ -269,6 +305,33 @@ mod tests {
         assert_eq!(
             text,
             "data role:Primary\n  disk:UpToDate\n  nas2 role:Secondary\n    replication:SyncSource peer-disk:Inconsistent done:45.20\n\n"
+        );
+    }
+
+    #[test]
+    fn status_text_during_and_after_a_verify() {
+        let verify = |running: bool| VerifyStatus {
+            running,
+            role: "VerifyS".into(),
+            done_percent: if running { 12.5 } else { 100.0 },
+            out_of_sync_bytes: 8192,
+            complete: !running,
+        };
+        let mut r = sample("Connected", "VerifyS", Some(at(12.5, 896)));
+        r.resources[0].peer.disk = "UpToDate".into();
+        r.resources[0].peer.out_of_sync_bytes = 8192;
+        r.resources[0].peer.verify = Some(verify(true));
+        assert_eq!(
+            render_status(&r),
+            "data role:Primary\n  disk:UpToDate\n  nas2 role:Secondary\n    replication:VerifyS peer-disk:UpToDate done:12.50 out-of-sync:8\n\n"
+        );
+        let p = &mut r.resources[0].peer;
+        p.replication = "Established".into();
+        p.resync = None;
+        p.verify = Some(verify(false));
+        assert_eq!(
+            render_status(&r),
+            "data role:Primary\n  disk:UpToDate\n  nas2 role:Secondary\n    peer-disk:UpToDate out-of-sync:8\n    last-verify: VerifyS 8 KiB out of sync\n\n"
         );
     }
 

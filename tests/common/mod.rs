@@ -609,3 +609,25 @@ pub fn sha256_prefix(path: &Path, len: u64) -> String {
     );
     sh("sh", &["-c", &script]).trim().to_string()
 }
+
+/// Bytes the pair's peer link carried so far, both directions: tcp_info of
+/// alpha's outgoing connection to beta's port (`bytes_acked` sent,
+/// `bytes_received` received), read with `ss -ti` as bench/ does (the
+/// daemon keeps no byte counter of its own).
+pub fn link_bytes(pair: &Pair) -> u64 {
+    let filter = format!("( dport = :{} )", pair.port_b);
+    let out = sh("ss", &["-tinH", "state", "established", &filter]);
+    let field = |name: &str| -> u64 {
+        out.split_whitespace()
+            .filter_map(|w| w.strip_prefix(name))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum()
+    };
+    let total = field("bytes_acked:") + field("bytes_received:");
+    assert!(
+        total > 0,
+        "no established link to port {}: {out}",
+        pair.port_b
+    );
+    total
+}

@@ -52,6 +52,9 @@ impl Resource {
             }
             AdminOp::PauseSync => self.set_sync_paused_here(true).map(Some),
             AdminOp::ResumeSync => self.set_sync_paused_here(false).map(Some),
+            AdminOp::Verify => self.start_verify().map(Some),
+            AdminOp::Invalidate => self.invalidate(cmd, false),
+            AdminOp::InvalidateRemote => self.invalidate(cmd, true),
         };
         match result {
             Ok(Some(())) => self.out.push(Action::AdminDone {

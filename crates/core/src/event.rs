@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use hadisk_bitmap::{DirtyBitmap, SlotChange};
-use hadisk_peer_proto::{Message, Uuids};
+use hadisk_peer_proto::{DigestAlg, Message, Uuids};
 
 use crate::CoreError;
 
@@ -20,7 +20,8 @@ pub struct ReqId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CmdId(pub u64);
 
-/// Admin commands (`hadisk primary|secondary|connect|disconnect`).
+/// Admin commands (`hadisk primary|secondary|connect|disconnect|verify|
+/// invalidate|invalidate-remote`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminOp {
     Promote {
@@ -35,6 +36,20 @@ pub enum AdminOp {
     /// or the peer, whichever paused).
     PauseSync,
     ResumeSync,
+    /// Online verify with this node as VerifyS.
+    Verify,
+    /// This node becomes SyncTarget of a full resync.
+    Invalidate,
+    /// The peer becomes SyncTarget of a full resync from this node.
+    InvalidateRemote,
+}
+
+/// What a [`Action::DigestLocal`] read: the data and its per-block digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digested {
+    pub data: Bytes,
+    /// One digest per 4 KiB block (`hadisk_peer_proto::DigestAlg::digest_blocks`).
+    pub digests: Bytes,
 }
 
 /// What happened.
@@ -53,6 +68,8 @@ pub enum Event {
     IoDone { io: IoId, ok: bool },
     /// A [`Action::ReadLocal`] finished (`None`: I/O error).
     ReadDone { io: IoId, data: Option<Bytes> },
+    /// A [`Action::DigestLocal`] finished (`None`: I/O error).
+    DigestDone { io: IoId, result: Option<Digested> },
     /// The link is up and authenticated (peer-proto handshake done).
     LinkUp,
     /// The link failed or was closed.
@@ -127,6 +144,16 @@ pub enum Action {
         offset_bytes: u64,
         len_bytes: u32,
     },
+    /// Read a range of the local disk and digest every 4 KiB block of it
+    /// with `alg` (verify, csums resync); report [`Event::DigestDone`] with
+    /// the data and the digests. The hashing is CPU work the driver does
+    /// off its event loop.
+    DigestLocal {
+        io: IoId,
+        offset_bytes: u64,
+        len_bytes: u32,
+        alg: DigestAlg,
+    },
     /// Persist metadata (see [`MetaUpdate`]).
     WriteMeta { io: IoId, update: MetaUpdate },
     /// Split-brain victim: copy the listed blocks of the local disk into
@@ -157,6 +184,9 @@ pub enum Action {
     /// [`crate::Resource::handle`]'s clock counts it. Only the earliest
     /// outstanding one matters; the core asks again when it needs to.
     WakeAt { at_ms: u64 },
+    /// Something the operator should read in the log (`info!`), e.g.
+    /// "online verify done: 8 KiB out of sync".
+    Notice { message: String },
     /// A state changed (for the log: `info!` with from/to).
     Transition {
         what: &'static str,

@@ -395,6 +395,8 @@ impl Resource {
         }
         self.target = None;
         self.progress = None;
+        self.verify_link_down();
+        self.full_sync_link_down();
         if self.role == Role::Primary && had_our_data {
             // The peer misses whatever we write from now on: a new data
             // generation, so that a reconnect syncs in the right direction

@@ -95,9 +95,11 @@
 #![deny(clippy::disallowed_methods)]
 
 mod admin;
+mod csums;
 mod event;
 mod generation;
 mod handshake;
+mod invalidate;
 mod meta;
 mod peer_apply;
 pub mod rangelock;
@@ -108,10 +110,11 @@ pub mod split_brain;
 mod states;
 mod status;
 pub mod uuid;
+mod verify;
 mod write_path;
 
 pub use event::{
-    Action, AdminOp, Attached, CmdId, Event, IoId, MetaUpdate, ReqId, SuperblockState,
+    Action, AdminOp, Attached, CmdId, Digested, Event, IoId, MetaUpdate, ReqId, SuperblockState,
 };
 pub use generation::{finish_sync_source, new_generation};
 pub use hadisk_peer_proto::{DiskState, Role, Uuids};
@@ -121,6 +124,7 @@ pub use split_brain::{AfterSbPolicies, AfterSbPolicy, SaveRequest};
 pub use states::{Connection, Replication};
 pub use status::{ResyncProgress, Status};
 pub use uuid::{decide_sync, Rule, SyncDecision, SyncInputs, SyncOutcome};
+pub use verify::VerifyReport;
 
 /// Errors the core reports: to clients (write refused or failed), to admin
 /// commands (promotion refused, …), and configuration errors. The text is
@@ -180,6 +184,36 @@ pub enum CoreError {
     SyncAlreadyPaused,
     #[error("the resync is not paused on this node (a pause made on the peer is resumed there)")]
     SyncNotPaused,
+    /// `verify`, `invalidate` or `invalidate-remote` without a link.
+    #[error("{command} needs a connected peer (the connection is {connection}): connect first (hadisk connect RES) and wait for Connected")]
+    NotConnected {
+        command: &'static str,
+        connection: Connection,
+    },
+    /// `verify` / `invalidate` while a resync or verify runs.
+    #[error("cannot start {command} during {replication}: wait until replication is Established")]
+    NotEstablished {
+        command: &'static str,
+        replication: Replication,
+    },
+    #[error("verify-alg is not set for this resource: add e.g. `verify-alg sha256;` to its net section (on both nodes) and restart the resource (down, up)")]
+    NoVerifyAlg,
+    #[error("online verify needs both disks UpToDate (this node's is {local}, the peer's {peer})")]
+    VerifyNeedsUpToDate { local: DiskState, peer: String },
+    #[error("this node is Primary: a Primary cannot discard its data; demote it first (hadisk secondary RES)")]
+    InvalidateWhilePrimary,
+    #[error("the peer's disk is {peer}, not UpToDate: there is no good copy to resync from")]
+    PeerNotUpToDate { peer: String },
+    #[error("this node's disk is {disk}, not UpToDate: it cannot be the source of a full resync")]
+    SourceNotUpToDate { disk: DiskState },
+    #[error("the peer is Primary: a Primary cannot discard its data; demote it first (hadisk secondary RES on the peer)")]
+    InvalidatePeerPrimary,
+    #[error("another invalidate is waiting for the peer's answer: retry when it has finished")]
+    FullSyncPending,
+    #[error("the peer refused: {reason}")]
+    PeerRefused { reason: String },
+    #[error("the connection was lost before the peer answered: retry")]
+    FullSyncInterrupted,
     /// The attached metadata does not fit the configuration.
     #[error("cannot attach the disk: {reason}")]
     Attach { reason: String },

@@ -15,13 +15,15 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use hadisk_bitmap::{ActivityLog, DirtyBitmap, BLOCK_BYTES};
 use hadisk_peer_proto::frame::SECTOR_BYTES;
-use hadisk_peer_proto::{DiskState, Message, Params, Role, Uuids};
+use hadisk_peer_proto::{DigestAlg, DiskState, Message, Params, Role, Uuids};
 
+use crate::csums::CsumWait;
 use crate::event::{Action, Attached, CmdId, Event, IoId, ReqId, SuperblockState};
 use crate::rangelock::RangeLock;
 use crate::rate::{RateController, RateMode};
 use crate::split_brain::AfterSbPolicies;
 use crate::states::{Connection, Replication};
+use crate::verify::{DigestOp, VerifyReport, VerifyRun};
 use crate::CoreError;
 
 /// Default resync request size: large enough to stream at disk speed,
@@ -59,6 +61,13 @@ pub struct Config {
     /// The resource's name, for the commands that messages tell the
     /// operator to run (split-brain recovery).
     pub resource: String,
+    /// `csums-alg`: a SyncTarget sends digests and gets only the blocks
+    /// that differ (the target's setting decides; the frame names the
+    /// algorithm).
+    pub csums_alg: Option<DigestAlg>,
+    /// `verify-alg`: needed to start an online verify (VerifyS's setting
+    /// decides; the frame names the algorithm).
+    pub verify_alg: Option<DigestAlg>,
 }
 
 impl Config {
@@ -75,6 +84,8 @@ impl Config {
             rate: RateMode::default(),
             uuid_seed,
             resource: "RES".to_string(),
+            csums_alg: None,
+            verify_alg: None,
         }
     }
 }
@@ -105,6 +116,8 @@ pub(crate) enum Queued {
     AppWrite(IoId),
     PeerWrite(IoId),
     ResyncRead(IoId),
+    /// A digest of a local range (verify, csums target).
+    Digest(IoId),
 }
 
 /// A client write on the Primary.
@@ -155,6 +168,9 @@ pub(crate) struct SourceRead {
     pub len_bytes: u32,
     pub epoch: u64,
     pub issued: bool,
+    /// A `CsumRequest`: the target's algorithm and digests; only the
+    /// blocks whose digests differ are sent.
+    pub csum: Option<(DigestAlg, Bytes)>,
 }
 
 /// A completed operation not yet known durable on both disks.
@@ -218,6 +234,8 @@ pub(crate) struct TargetSync {
     /// Flushed and reported complete: waiting for the source to rotate its
     /// bitmap UUID before adopting its current one.
     pub awaiting_source: bool,
+    /// Requests sent as `CsumRequest` (seq -> what they wait for).
+    pub csums: BTreeMap<u64, CsumWait>,
 }
 
 /// Something waiting for a metadata write.
@@ -294,6 +312,15 @@ pub struct Resource {
     pub(crate) sync_paused_here: bool,
     /// The peer paused the resync (forgotten when the link drops).
     pub(crate) sync_paused_by_peer: bool,
+    /// Local digests in flight or queued (verify, csums target).
+    pub(crate) digest_ops: BTreeMap<IoId, DigestOp>,
+    /// The online verify running over this link, either side.
+    pub(crate) verify: Option<VerifyRun>,
+    /// The result of the last online verify (kept for `status`).
+    pub(crate) last_verify: Option<VerifyReport>,
+    /// Our `invalidate` / `invalidate-remote` waiting for the peer's
+    /// answer: (command, request seq, we become the target).
+    pub(crate) full_sync: Option<(CmdId, u64, bool)>,
     pub(crate) out: Vec<Action>,
 }
 
@@ -369,6 +396,10 @@ impl Resource {
             wake_at: None,
             sync_paused_here: false,
             sync_paused_by_peer: false,
+            digest_ops: BTreeMap::new(),
+            verify: None,
+            last_verify: None,
+            full_sync: None,
             out: Vec::new(),
         };
         if sb.primary || sb.crashed_primary {
@@ -407,6 +438,7 @@ impl Resource {
             Event::ClientFlush { req } => self.client_flush(req),
             Event::IoDone { io, ok } => self.io_done(io, ok),
             Event::ReadDone { io, data } => self.read_done(io, data),
+            Event::DigestDone { io, result } => self.digest_done(io, result),
             Event::LinkUp => self.link_up(),
             Event::LinkDown { reason } => self.link_down(&reason, false),
             Event::Peer(msg) => self.peer_message(msg),
@@ -498,10 +530,41 @@ impl Resource {
             Message::PromoteRequest { seq } => self.peer_promote_request(seq),
             Message::PromoteReply { seq, granted } => self.peer_promote_reply(seq, granted),
             Message::SyncPause { paused } => self.peer_sync_pause(paused),
+            Message::CsumRequest {
+                seq,
+                offset_bytes,
+                len_bytes,
+                alg,
+                digests,
+            } => self.csum_request(seq, offset_bytes, len_bytes, alg, digests),
+            Message::CsumReply { seq, .. } => self.csum_reply(seq),
+            Message::VerifyStart => self.peer_verify_start(),
+            Message::VerifyRequest {
+                seq,
+                offset_bytes,
+                len_bytes,
+                alg,
+                digests,
+            } => self.peer_verify_request(seq, offset_bytes, len_bytes, alg, digests),
+            Message::VerifyReply {
+                seq,
+                offset_bytes,
+                len_bytes,
+                differ,
+            } => self.peer_verify_reply(seq, offset_bytes, len_bytes, &differ),
+            Message::VerifyEnd => self.peer_verify_end(),
+            Message::FullSyncRequest {
+                seq,
+                sender_is_target,
+            } => self.peer_full_sync_request(seq, sender_is_target),
+            Message::FullSyncReply {
+                seq,
+                granted,
+                reason,
+            } => self.peer_full_sync_reply(seq, granted, reason),
             other @ (Message::Hello { .. }
             | Message::AuthChallenge { .. }
-            | Message::AuthResponse { .. }
-            | Message::CsumRequest { .. }) => {
+            | Message::AuthResponse { .. }) => {
                 let name = hadisk_peer_proto::frame_kind_name(&other);
                 self.protocol_error(format!("unexpected {name} message after the handshake"));
             }
@@ -683,6 +746,10 @@ impl Resource {
                 .source_reads
                 .get(&id)
                 .map(|r| Self::blocks_of(r.offset_bytes, u64::from(r.len_bytes))),
+            Queued::Digest(id) => self
+                .digest_ops
+                .get(&id)
+                .map(|d| Self::blocks_of(d.offset_bytes, u64::from(d.len_bytes))),
         }
     }
 
@@ -723,6 +790,13 @@ impl Resource {
                     return false;
                 }
                 self.issue_source_read(id);
+                true
+            }
+            Queued::Digest(id) => {
+                if !self.lock.try_lock(first, n, id.0) {
+                    return false;
+                }
+                self.issue_digest(id);
                 true
             }
         }

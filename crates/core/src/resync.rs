@@ -164,8 +164,11 @@ impl Resource {
     }
 
     fn chunk_blocks(&self) -> u64 {
-        (u64::from(self.cfg.resync_chunk_bytes) / BLOCK_BYTES)
-            .clamp(1, crate::rangelock::MAX_LOCK_SPAN_BLOCKS - 1)
+        let max = match self.cfg.csums_alg {
+            Some(_) => Self::csum_chunk_limit_blocks(),
+            None => crate::rangelock::MAX_LOCK_SPAN_BLOCKS - 1,
+        };
+        (u64::from(self.cfg.resync_chunk_bytes) / BLOCK_BYTES).clamp(1, max)
     }
 
     /// Sends requests up to the in-flight limit and what the rate
@@ -229,6 +232,10 @@ impl Resource {
             if let Some(t) = self.target.as_mut() {
                 t.inflight.insert(seq, (first, n));
             }
+            if let Some(alg) = self.cfg.csums_alg {
+                self.request_by_csum(seq, first, n, alg);
+                continue;
+            }
             self.send(Message::ResyncRequest {
                 seq,
                 offset_bytes,
@@ -246,7 +253,15 @@ impl Resource {
         }
     }
 
-    pub(crate) fn resync_data_expected(&self, seq: u64, offset_bytes: u64, len_bytes: u64) -> bool {
+    pub(crate) fn resync_data_expected(
+        &mut self,
+        seq: u64,
+        offset_bytes: u64,
+        len_bytes: u64,
+    ) -> bool {
+        if let Some(ok) = self.csum_data_expected(seq, offset_bytes, len_bytes) {
+            return ok;
+        }
         let Some(t) = self.target.as_ref() else {
             return false;
         };
@@ -256,6 +271,9 @@ impl Resource {
     }
 
     pub(crate) fn resync_write_done(&mut self, seq: u64, offset_bytes: u64, len_bytes: u64) {
+        if self.csum_write_done(seq) {
+            return;
+        }
         let Some(t) = self.target.as_mut() else {
             return;
         };
@@ -349,6 +367,7 @@ impl Resource {
             len_bytes,
             epoch: self.link_epoch,
             issued: false,
+            csum: None,
         };
         self.source_reads.insert(id, r);
         self.queue.push_back(Queued::ResyncRead(id));
@@ -360,10 +379,18 @@ impl Resource {
             return;
         };
         r.issued = true;
-        let action = Action::ReadLocal {
-            io: id,
-            offset_bytes: r.offset_bytes,
-            len_bytes: r.len_bytes,
+        let action = match &r.csum {
+            Some((alg, _)) => Action::DigestLocal {
+                io: id,
+                offset_bytes: r.offset_bytes,
+                len_bytes: r.len_bytes,
+                alg: *alg,
+            },
+            None => Action::ReadLocal {
+                io: id,
+                offset_bytes: r.offset_bytes,
+                len_bytes: r.len_bytes,
+            },
         };
         self.out.push(action);
     }

@@ -43,6 +43,8 @@ pub struct Status {
     pub sync_paused_by_peer: bool,
     /// The resync rate controller's mode and what it allows now.
     pub rate: crate::rate::RateStatus,
+    /// The running online verify, else the last one (None: never ran).
+    pub verify: Option<crate::VerifyReport>,
 }
 
 impl Resource {
@@ -62,10 +64,14 @@ impl Resource {
             sync_paused_by_peer: self.sync_paused_by_peer,
             // A copy: measuring advances the controller's window.
             rate: self.rate.clone().status(now_ms),
+            verify: self.verify_report(),
         }
     }
 
     fn resync_progress(&self, now_ms: u64) -> Option<ResyncProgress> {
+        if let Some(v) = &self.verify {
+            return Some(self.verify_progress(v, now_ms));
+        }
         let p = self.progress.as_ref()?;
         let total_bytes = p.total_blocks * BLOCK_BYTES;
         let left = self.bitmap.dirty_blocks().min(p.total_blocks) * BLOCK_BYTES;
@@ -127,6 +133,7 @@ impl Resource {
             && self.flushes.is_empty()
             && self.peer_writes.is_empty()
             && self.source_reads.is_empty()
+            && self.digest_ops.is_empty()
             && self.meta_inflight.is_none()
             && self.peer_flushes.is_empty()
             && self.promoting.is_none()

@@ -54,6 +54,9 @@ pub struct Options {
     pub fua_percent: u64,
     /// Print every trace line as it happens (`SIM_TRACE=1` with replay).
     pub trace: bool,
+    /// `csums-alg` of both nodes: resyncs by digest (a third of the seeds
+    /// each: none, crc32c, sha256).
+    pub csums_alg: Option<hadisk_peer_proto::DigestAlg>,
 }
 
 impl Options {
@@ -124,6 +127,13 @@ impl Options {
             fua_percent: r.range(0, 20),
             rate: swarm_rate(&mut r),
             trace: false,
+            // A generator of its own, so the other settings of a seed
+            // stay what they were before csums existed.
+            csums_alg: [
+                None,
+                Some(hadisk_peer_proto::DigestAlg::Crc32c),
+                Some(hadisk_peer_proto::DigestAlg::Sha256),
+            ][Rng::new(seed ^ 0x4353_554D).range(0, 2) as usize],
         }
     }
 }

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use hadisk_bitmap::{DirtyBitmap, BLOCKS_PER_PAGE};
 use hadisk_core::{
-    Action, AdminOp, Attached, CmdId, Config, Connection, Event, IoId, Replication, ReqId,
-    Resource, SuperblockState,
+    Action, AdminOp, Attached, CmdId, Config, Connection, Digested, Event, IoId, Replication,
+    ReqId, Resource, SuperblockState,
 };
 use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
 
@@ -139,6 +139,8 @@ pub struct Stats {
     /// Of those, resolved by an after-sb policy (the rest by hand).
     pub split_brains_by_policy: u64,
     pub saved_bytes: u64,
+    /// Local digests performed (csums resync, verify).
+    pub digests: u64,
     pub end_ms: u64,
 }
 
@@ -157,6 +159,7 @@ impl Stats {
         self.disconnects += o.disconnects;
         self.pauses += o.pauses;
         self.bitmap_checks += o.bitmap_checks;
+        self.digests += o.digests;
         self.resyncs += o.resyncs;
         self.split_brains += o.split_brains;
         self.split_brains_by_policy += o.split_brains_by_policy;
@@ -290,6 +293,7 @@ impl World {
         cfg.max_unstable = self.opts.max_unstable;
         cfg.rate = self.opts.rate;
         cfg.policies = self.opts.policies;
+        cfg.csums_alg = self.opts.csums_alg;
         cfg
     }
 
@@ -363,6 +367,7 @@ impl World {
         match a {
             Action::WriteLocal { .. }
             | Action::ReadLocal { .. }
+            | Action::DigestLocal { .. }
             | Action::FlushLocal { .. }
             | Action::WriteMeta { .. }
             | Action::SaveDiverging { .. } => {
@@ -404,6 +409,9 @@ impl World {
             Action::WakeAt { at_ms } => {
                 let d = at_ms.saturating_sub(self.now);
                 self.at(d, Ev::Tick { node: i, inc });
+            }
+            Action::Notice { message } => {
+                self.log(format!("{} {message}", self.nodes[i].name));
             }
             Action::Transition { what, from, to } => {
                 if what == "replication" && to == "SyncTarget" {
@@ -693,6 +701,18 @@ impl World {
                         data: Some(data),
                     },
                 )
+            }
+            Action::DigestLocal {
+                io,
+                offset_bytes,
+                len_bytes,
+                alg,
+            } => {
+                let data = self.nodes[i].disk.read(offset_bytes, u64::from(len_bytes));
+                let digests = alg.digest_blocks(&data).into();
+                self.stats.digests += 1;
+                let result = Some(Digested { data, digests });
+                self.feed(i, Event::DigestDone { io, result })
             }
             Action::FlushLocal { io } => {
                 self.nodes[i].disk.flush(flush_point);

@@ -36,9 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hadisk_core::{Action, AdminOp, CmdId, CoreError, Event, IoId, ReqId, Status};
+use hadisk_core::{Action, AdminOp, CmdId, CoreError, Digested, Event, IoId, ReqId, Status};
 use hadisk_nbd_server::{IoMode, WriteGate};
-use hadisk_peer_proto::Message;
+use hadisk_peer_proto::{DigestAlg, Message};
 use hadisk_storage::BlockDevice;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -394,6 +394,15 @@ impl Driver {
                         });
                     }
                 }
+                Action::DigestLocal {
+                    io,
+                    offset_bytes,
+                    len_bytes,
+                    alg,
+                } => self.digest(io, offset_bytes, len_bytes, alg),
+                Action::Notice { message } => {
+                    info!(resource = %self.name, "{message}");
+                }
                 Action::WriteMeta { io, update } => {
                     let meta = self.io.meta.clone();
                     let name = self.name.clone();
@@ -501,6 +510,26 @@ impl Driver {
                 .ok()
                 .map(|()| Bytes::from(buf));
             me.feed_with(|_| Some(Event::ReadDone { io, data }));
+        });
+    }
+}
+
+impl Driver {
+    /// Reads a range and digests its blocks on the blocking pool (verify,
+    /// csums resync): hashing 1 MiB takes a millisecond or more, too long
+    /// to hold the caller that performs the core's actions.
+    fn digest(self: &Arc<Self>, io: IoId, offset_bytes: u64, len_bytes: u32, alg: DigestAlg) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len_bytes as usize];
+            let result = me.io.disk.read_at(&mut buf, offset_bytes).ok().map(|()| {
+                let digests = Bytes::from(alg.digest_blocks(&buf));
+                Digested {
+                    data: Bytes::from(buf),
+                    digests,
+                }
+            });
+            me.feed_with(|_| Some(Event::DigestDone { io, result }));
         });
     }
 }

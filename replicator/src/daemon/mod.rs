@@ -127,15 +127,20 @@ impl Daemon {
     async fn dispatch(&self, request: Request) -> Response {
         match request {
             Request::Status { resource } => self.status(resource.as_deref()).await,
-            Request::Up { resource, config, node, wait } => {
-                self.up(&resource, config, node, wait).await
-            }
+            Request::Up {
+                resource,
+                config,
+                node,
+                wait,
+            } => self.up(&resource, config, node, wait).await,
             Request::Down { resource } => self.down(&resource).await,
             Request::Primary { resource, force } => {
-                self.with_resource(&resource, |r| Box::pin(r.promote(force))).await
+                self.with_resource(&resource, |r| Box::pin(r.promote(force)))
+                    .await
             }
             Request::Secondary { resource } => {
-                self.with_resource(&resource, |r| Box::pin(r.demote())).await
+                self.with_resource(&resource, |r| Box::pin(r.demote()))
+                    .await
             }
             Request::Connect {
                 resource,
@@ -156,10 +161,18 @@ impl Daemon {
                 self.with_resource(&resource, |r| Box::pin(r.pause_sync(false)))
                     .await
             }
-            Request::Invalidate { resource }
-            | Request::Verify { resource } => Response::refused(format!(
-                "{resource}: this command needs the peer link, which this build of hadisk does not have yet"
-            )),
+            Request::Invalidate { resource } => {
+                self.with_resource(&resource, |r| Box::pin(r.invalidate(false)))
+                    .await
+            }
+            Request::InvalidateRemote { resource } => {
+                self.with_resource(&resource, |r| Box::pin(r.invalidate(true)))
+                    .await
+            }
+            Request::Verify { resource } => {
+                self.with_resource(&resource, |r| Box::pin(r.verify()))
+                    .await
+            }
         }
     }
 
@@ -287,6 +300,7 @@ fn request_resource(request: &Request) -> Option<&str> {
         | Request::Connect { resource, .. }
         | Request::Disconnect { resource }
         | Request::Invalidate { resource }
+        | Request::InvalidateRemote { resource }
         | Request::Verify { resource }
         | Request::PauseSync { resource }
         | Request::ResumeSync { resource } => Some(resource),
@@ -304,6 +318,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Connect { .. } => "connect",
         Request::Disconnect { .. } => "disconnect",
         Request::Invalidate { .. } => "invalidate",
+        Request::InvalidateRemote { .. } => "invalidate-remote",
         Request::Verify { .. } => "verify",
         Request::PauseSync { .. } => "pause-sync",
         Request::ResumeSync { .. } => "resume-sync",

@@ -24,7 +24,7 @@ use hadisk_config::drbd::MetaDisk;
 use hadisk_core::{AdminOp, Attached, CoreError, Event, ReqId, Status};
 use hadisk_metadata::Metadata;
 use hadisk_nbd_server::{IoMode, LocalVolume, Server, Volume, VolumeError, VolumeFuture};
-use hadisk_peer_proto::{HmacAlg, Role};
+use hadisk_peer_proto::{DigestAlg, HmacAlg, Role};
 use hadisk_storage::{BlockDevice, FileDevice};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
@@ -37,7 +37,7 @@ use super::meta_io::{self, MetaStore};
 use super::sb_save::SaveConfig;
 use super::state;
 use super::usable::UsableArea;
-use crate::status::{PeerStatus, ResourceStatus, ResyncRateStatus, ResyncStatus};
+use crate::status::{PeerStatus, ResourceStatus, ResyncRateStatus, ResyncStatus, VerifyStatus};
 
 /// Largest zeroing request turned into a replicated write of zeros (the
 /// NBD server's request cap is the same order).
@@ -94,6 +94,8 @@ struct Opened {
     al_extents: u32,
     /// The resync rate controller (`resync-rate`, `c-plan-ahead`, `c-*`).
     rate: hadisk_core::RateMode,
+    csums_alg: Option<DigestAlg>,
+    verify_alg: Option<DigestAlg>,
     nbd_listen: Option<SocketAddr>,
     wfc: (u32, u32),
     policies: hadisk_core::AfterSbPolicies,
@@ -162,6 +164,8 @@ impl Resource {
         cfg.policies = opened.policies;
         cfg.resource = name.to_owned();
         cfg.rate = opened.rate;
+        cfg.csums_alg = opened.csums_alg;
+        cfg.verify_alg = opened.verify_alg;
         cfg.resync_requests = RESYNC_REQUESTS;
         cfg.max_unstable = MAX_UNSTABLE_WRITES;
         let image = attached.bitmap.clone();
@@ -394,6 +398,38 @@ impl Resource {
         Ok(format!("{}: connecting to {}", self.name, self.peer))
     }
 
+    /// `verify`: starts the online verify (it runs in the background;
+    /// `status` shows its progress and result).
+    pub async fn verify(&mut self) -> anyhow::Result<String> {
+        self.admin(AdminOp::Verify).await?;
+        Ok(format!(
+            "{}: online verify started (VerifyS); `hadisk status {}` shows its progress",
+            self.name, self.name
+        ))
+    }
+
+    /// `invalidate` / `invalidate-remote`: a full resync, this node (or the
+    /// peer) the SyncTarget.
+    pub async fn invalidate(&mut self, remote: bool) -> anyhow::Result<String> {
+        let op = if remote {
+            AdminOp::InvalidateRemote
+        } else {
+            AdminOp::Invalidate
+        };
+        self.admin(op).await?;
+        Ok(if remote {
+            format!(
+                "{}: full resync to {} started (SyncSource)",
+                self.name, self.peer
+            )
+        } else {
+            format!(
+                "{}: full resync from {} started (SyncTarget)",
+                self.name, self.peer
+            )
+        })
+    }
+
     pub async fn disconnect(&mut self) -> anyhow::Result<String> {
         self.admin(AdminOp::Disconnect).await?;
         Ok(format!("{}: disconnected (StandAlone)", self.name))
@@ -478,6 +514,13 @@ impl Resource {
                     last_error: s.last_error.or(link_error),
                     sync_paused_here: s.sync_paused_here,
                     sync_paused_by_peer: s.sync_paused_by_peer,
+                    verify: s.verify.map(|v| VerifyStatus {
+                        running: v.running,
+                        role: if v.source { "VerifyS" } else { "VerifyT" }.into(),
+                        done_percent: v.done_percent,
+                        out_of_sync_bytes: v.out_of_sync_bytes,
+                        complete: v.complete,
+                    }),
                 },
                 Some(rate_status(&s.rate)),
             ),
@@ -495,6 +538,7 @@ impl Resource {
                     last_error: link_error,
                     sync_paused_here: false,
                     sync_paused_by_peer: false,
+                    verify: None,
                 },
                 None,
             ),
@@ -622,6 +666,15 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         ping_timeout: Duration::from_millis(res.net.ping_timeout_ms.max(100)),
         connect_int: Duration::from_millis(res.net.connect_int_ms.max(100)),
     };
+    let digest = |key: &str, value: &Option<String>| -> anyhow::Result<Option<DigestAlg>> {
+        value
+            .as_deref()
+            .map(DigestAlg::from_name)
+            .transpose()
+            .map_err(|e| anyhow!("{name}: {}: {key}: {e}", res.file.display()))
+    };
+    let csums_alg = digest("csums-alg", &res.net.csums_alg)?;
+    let verify_alg = digest("verify-alg", &res.net.verify_alg)?;
     let disk_lock = DiskLock::take(name, &host.disk)?;
     let device = FileDevice::open(&host.disk, false).map_err(|e| anyhow!("{name}: {e}"))?;
     let disk: Arc<dyn BlockDevice> = Arc::new(device);
@@ -641,6 +694,8 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
             res.disk.c_min_rate_bytes_per_s,
             res.disk.c_max_rate_bytes_per_s,
         ),
+        csums_alg,
+        verify_alg,
         nbd_listen: host.nbd_listen,
         wfc: (res.startup.wfc_timeout_s, res.startup.degr_wfc_timeout_s),
         policies: after_sb_policies(name, res)?,
