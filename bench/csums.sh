@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Verify and checksum-resync benchmark, in one run (issue 5, item 4): on a
+# SIZE_MIB (default 1 GiB) pair of hadisk daemons on loopback whose disks
+# hold the same random data,
+#   1. the initial sync (`primary --force`) with `csums-alg sha256`: the
+#      disks are identical, so only digests cross the link;
+#   2. a csums resync after `invalidate` on the Secondary (the same claim,
+#      on a pair that is already in sync: what an operator runs);
+#   3. an online verify pass (`verify-alg sha256`) from the Primary;
+#   4. nbdcopy copying the same bytes between the same two disks (nbdkit
+#      both sides), for throughput.
+# Link bytes: tcp_info of alpha's link socket (`ss -ti`: bytes_acked sent
+# plus bytes_received), both directions, before and after each step; the
+# goal is < 1 % of the device for a csums resync of identical disks.
+# Both disks are compared (sha256 of the usable areas) after every step.
+#
+# Environment:
+#   SIZE_MIB    backing file size (default 1024)
+#   WORK_DIR    where the images live (default: a fresh dir under /var/tmp)
+#   RESULTS     markdown file whose "## Verify and checksum resync" section
+#               is replaced (default bench/RESULTS.md; empty = do not write)
+#   HADISK_BIN  the hadisk binary (default: cargo build --release -p hadisk)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+SIZE_MIB=${SIZE_MIB:-1024}
+RESULTS=${RESULTS-$here/RESULTS.md}
+work=${WORK_DIR:-$(mktemp -d /var/tmp/csums.XXXXXX)}
+mkdir -p "$work"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+cleanup() { cleanup_work; }
+trap cleanup EXIT
+
+build_hadisk
+tree=$(cd "$repo" && git rev-parse --short HEAD)
+if [[ -n $(cd "$repo" && git status --porcelain -- crates replicator) ]]; then
+    tree+=" (with uncommitted changes in crates/ or replicator/)"
+fi
+
+py() { python3 -c "$@"; }
+now() { date +%s.%N; }
+
+hadisk() { # dir node args...
+    local dir=$1 node=$2
+    shift 2
+    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" "$HADISK_BIN" "$@"
+}
+
+start_daemon() { # dir node
+    local dir=$1 node=$2
+    mkdir -p "$dir/run"
+    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" RUST_LOG=info \
+        "$HADISK_BIN" daemon >>"$dir/daemon.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do [[ -S $dir/run/hadisk.sock ]] && break; sleep 0.1; done
+}
+
+field() { # python expression on r (alpha's resource status)
+    hadisk "$work/alpha" alpha status --json | py "import json,sys; r=json.load(sys.stdin)['resources'][0]; print($1)"
+}
+
+in_sync() { [[ $(field "r['peer']['replication']+r['peer']['disk']+r['peer']['connection']") == EstablishedUpToDateConnected ]]; }
+wait_in_sync() { until in_sync; do sleep 0.05; done; }
+
+# Both directions of alpha's link socket (alpha dials beta's port).
+link_bytes() {
+    ss -tinH state established "( dport = :$port_b )" 2>/dev/null |
+        py 'import re,sys; t=sys.stdin.read(); print(sum(int(x) for x in re.findall(r"bytes_(?:acked|received):(\d+)", t)))'
+}
+
+same_disks() { # what
+    local a b
+    a=$(head -c "$usable" "$work/a.img" | sha256sum | cut -d' ' -f1)
+    b=$(head -c "$usable" "$work/b.img" | sha256sum | cut -d' ' -f1)
+    [[ $a == "$b" ]] || { echo "$1: the disks differ" >&2; exit 1; }
+}
+
+echo "seeding a ${SIZE_MIB} MiB random image and its copy" >&2
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$work/a.img"
+cp "$work/a.img" "$work/b.img"
+sync
+
+port_a=$(free_port)
+port_b=$(free_port)
+cat >"$work/pair.res" <<EOF
+resource data {
+  net { protocol C; csums-alg sha256; verify-alg sha256; }
+  on alpha { device /dev/nbd0; disk $work/a.img; address 127.0.0.1:$port_a; meta-disk internal; }
+  on beta { device /dev/nbd0; disk $work/b.img; address 127.0.0.1:$port_b; meta-disk internal; }
+}
+EOF
+hadisk "$work/alpha" alpha create-md --force --yes data >/dev/null
+hadisk "$work/beta" beta create-md --force --yes data >/dev/null
+start_daemon "$work/alpha" alpha
+start_daemon "$work/beta" beta
+hadisk "$work/alpha" alpha up data >/dev/null
+hadisk "$work/beta" beta up data >/dev/null
+until [[ $(field "r['peer']['connection']") == Connected ]]; do sleep 0.1; done
+usable=$(field "r['size_bytes']")
+
+# 1. The initial (full) sync by digest: the disks hold the same data.
+b0=$(link_bytes)
+t0=$(now)
+hadisk "$work/alpha" alpha primary --force data >/dev/null
+wait_in_sync
+init_s=$(py "import time; print(time.time() - $t0)")
+init_bytes=$(($(link_bytes) - b0))
+same_disks "initial csums sync"
+echo "initial csums sync: $usable bytes in $init_s s, $init_bytes link bytes" >&2
+
+# 2. invalidate on the Secondary: a full csums resync of identical disks.
+b0=$(link_bytes)
+t0=$(now)
+hadisk "$work/beta" beta invalidate data >/dev/null
+wait_in_sync
+inv_s=$(py "import time; print(time.time() - $t0)")
+inv_bytes=$(($(link_bytes) - b0))
+same_disks "csums resync after invalidate"
+echo "csums resync after invalidate: $inv_s s, $inv_bytes link bytes" >&2
+
+# 3. An online verify pass from the Primary.
+b0=$(link_bytes)
+t0=$(now)
+hadisk "$work/alpha" alpha verify data >/dev/null
+until [[ $(field "str((r['peer']['verify'] or {}).get('running'))+r['peer']['replication']") == FalseEstablished ]]; do sleep 0.05; done
+ver_s=$(py "import time; print(time.time() - $t0)")
+ver_bytes=$(($(link_bytes) - b0))
+ver_oos=$(field "r['peer']['verify']['out_of_sync_bytes']")
+[[ $ver_oos == 0 ]] || { echo "verify found $ver_oos bytes out of sync on identical disks" >&2; exit 1; }
+echo "verify: $ver_s s, $ver_bytes link bytes, $ver_oos out of sync" >&2
+stop_all
+
+# 4. nbdcopy of the same bytes between the same two disks.
+rm -f "$work/src.sock" "$work/dst.sock"
+nbdkit -f -U "$work/src.sock" file "$work/a.img" >>"$work/nbdkit.log" 2>&1 &
+pids+=($!)
+nbdkit -f -U "$work/dst.sock" file "$work/b.img" >>"$work/nbdkit.log" 2>&1 &
+pids+=($!)
+wait_uri "nbd+unix:///?socket=$work/src.sock" || exit 1
+wait_uri "nbd+unix:///?socket=$work/dst.sock" || exit 1
+t0=$(now)
+nbdcopy "nbd+unix:///?socket=$work/src.sock" "nbd+unix:///?socket=$work/dst.sock"
+copy_s=$(py "import time; print(time.time() - $t0)")
+copy_bytes=$(stat -c %s "$work/a.img")
+stop_all
+echo "nbdcopy: $copy_bytes bytes in $copy_s s" >&2
+
+r() { py "print(f'{$1:.2f}')"; }
+mbs() { r "$1 / $2 / 1e6"; }
+copy_mbs=$(mbs "$copy_bytes" "$copy_s")
+pct() { py "print(f'{$1 * 100 / $usable:.3f} %')"; }
+table=$(
+    echo "| measure | hadisk | nbdcopy (nbdkit both sides) | ratio | goal |"
+    echo "|---|---|---|---|---|"
+    echo "| initial sync by digest (sha256) of identical $((usable >> 20)) MiB disks | $(r "$init_s") s = $(mbs "$usable" "$init_s") MB/s | $(r "$copy_s") s = ${copy_mbs} MB/s | $(r "$(mbs "$usable" "$init_s") / $copy_mbs")x | |"
+    echo "| link bytes of that sync / device | $init_bytes / $usable | | $(pct "$init_bytes") | < 1 % |"
+    echo "| csums resync after \`invalidate\` (identical disks) | $(r "$inv_s") s = $(mbs "$usable" "$inv_s") MB/s | $(r "$copy_s") s = ${copy_mbs} MB/s | $(r "$(mbs "$usable" "$inv_s") / $copy_mbs")x | |"
+    echo "| link bytes of that resync / device | $inv_bytes / $usable | | $(pct "$inv_bytes") | < 1 % |"
+    echo "| online verify pass (sha256), found out of sync: $ver_oos | $(r "$ver_s") s = $(mbs "$usable" "$ver_s") MB/s | $(r "$copy_s") s = ${copy_mbs} MB/s | $(r "$(mbs "$usable" "$ver_s") / $copy_mbs")x | |"
+    echo "| link bytes of the verify / device | $ver_bytes / $usable | | $(pct "$ver_bytes") | |"
+)
+note="Produced by \`bench/csums.sh\` on tree $tree: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared, \
+load average $(cut -d' ' -f1-3 /proc/loadavg)), ${SIZE_MIB} MiB files on $(df -T "$work" | awk 'NR==2{print $2}'), \
+page cache, two hadisk daemons on loopback (release build), protocol C, default resync rate, one round. \
+Both disks hold the same random data (a copy) before \`create-md\`. Link bytes: tcp_info of alpha's link socket \
+from \`ss -ti\`, bytes_acked + bytes_received (both directions: the target's digests, the source's replies, \
+the handshake, pings). Digests: one per 4 KiB block, 32 bytes with sha256 (0.78 % of the data in digest \
+frames before headers); crc32c would send 4. Times run from the command to the first status poll that \
+shows the pair in sync (verify: finished). nbdcopy copies the whole files (usable area plus metadata)."
+
+echo
+echo "$table"
+echo
+echo "$note"
+
+if [[ -n "$RESULTS" ]]; then
+    python3 - "$RESULTS" "$table" "$note" <<'PY'
+import sys, re, os
+path, table, note = sys.argv[1:4]
+title = "## Verify and checksum resync"
+section = title + "\n\n" + table + "\n\n" + note + "\n"
+text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+pattern = re.compile(re.escape(title) + r"\n.*?(?=\n## |\Z)", re.S)
+text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+open(path, "w").write(text.rstrip("\n") + "\n")
+PY
+fi
