@@ -290,8 +290,14 @@ impl Transmission {
     }
 
     /// Decodes and starts every complete request in the buffer, as far as
-    /// the in-flight budget allows.
+    /// the in-flight budget allows, then tells the volume the batch ended.
     fn process(&mut self) -> Result<(), ConnectionError> {
+        let result = self.process_batch();
+        self.volume.batch_done();
+        result
+    }
+
+    fn process_batch(&mut self) -> Result<(), ConnectionError> {
         while self.reading == Reading::Open {
             let Some(request) = Request::decode(&self.buf)? else {
                 return Ok(());

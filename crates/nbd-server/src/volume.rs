@@ -89,6 +89,10 @@ pub trait Volume: Send + Sync + 'static {
         no_hole: bool,
         fua: bool,
     ) -> VolumeFuture<()>;
+    /// The server started every request it had received (one read's
+    /// worth): a volume that holds back work to batch it (e.g. frames to a
+    /// replication peer) sends it now. Called on the connection's task.
+    fn batch_done(&self) {}
 }
 
 /// One export as listed to clients.

@@ -64,9 +64,10 @@ pub struct Io {
     pub sb_save: Arc<super::sb_save::SaveConfig>,
 }
 
-/// Larger writes always go to the blocking pool: a 1 MiB copy takes
-/// ~0.3 ms or more, long enough that running several in parallel (and not
-/// stalling the caller's reads of the socket) beats saving the thread hop.
+/// Larger writes and reads always go to the blocking pool: a 1 MiB copy
+/// takes ~0.3 ms or more, long enough that running several in parallel
+/// (and not stalling the caller's reads of the socket) beats saving the
+/// thread hop.
 const INLINE_MAX_BYTES: usize = 128 * 1024;
 
 /// I/O the caller performs after unlocking, then reports.
@@ -83,6 +84,25 @@ enum Deferred {
         offset_bytes: u64,
         len_bytes: u32,
     },
+}
+
+/// When a feed writes what it queued for the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// At once (before the local I/O it performs).
+    Now,
+    /// When the caller says so ([`Driver::flush_link`]), or as soon as
+    /// much is queued (resync data must not wait for a batch's end).
+    Later,
+}
+
+impl LinkOut {
+    fn flush_as(&self, flush: Flush) {
+        match flush {
+            Flush::Now => self.flush(),
+            Flush::Later => self.flush_if_large(),
+        }
+    }
 }
 
 /// One resource's driver; shared by every thread that feeds it.
@@ -152,7 +172,7 @@ impl Driver {
             let mut st = lock(&d.state);
             d.perform(&mut st, initial, &mut deferred);
         }
-        d.run_deferred(deferred);
+        d.run_deferred(deferred, Flush::Now);
         d
     }
 
@@ -164,7 +184,19 @@ impl Driver {
     /// The reply is sent on `reply` (at once if the core completes it
     /// within this call).
     pub fn client(self: &Arc<Self>, reply: Reply, make: impl FnOnce(ReqId) -> Event) {
-        self.feed_with(move |st| {
+        self.client_as(reply, make, Flush::Now);
+    }
+
+    /// [`Driver::client`] for a request of an NBD batch: what it sends the
+    /// peer waits for [`Driver::flush_link`] at the end of the batch (or
+    /// until [`super::link_out`]'s eager threshold), so the frames of a
+    /// batch leave in one write.
+    pub fn client_batched(self: &Arc<Self>, reply: Reply, make: impl FnOnce(ReqId) -> Event) {
+        self.client_as(reply, make, Flush::Later);
+    }
+
+    fn client_as(self: &Arc<Self>, reply: Reply, make: impl FnOnce(ReqId) -> Event, flush: Flush) {
+        let first = move |st: &mut State| {
             if st.stopped {
                 drop(reply);
                 return None;
@@ -172,7 +204,8 @@ impl Driver {
             let req = ReqId(st.id());
             st.clients.insert(req, reply);
             Some(make(req))
-        });
+        };
+        self.feed_inner(first, flush);
     }
 
     /// An admin command, answered on `reply`.
@@ -234,19 +267,35 @@ impl Driver {
         });
     }
 
-    /// The link's reader task: a message from link `gen`.
+    /// The link's reader task: a message from link `gen`. What it makes
+    /// the core send (acks) stays queued until [`Driver::flush_link`]:
+    /// the reader calls it once it has fed every message it received
+    /// together, so a batch of acks leaves in one write.
     pub fn peer(self: &Arc<Self>, gen: u64, msg: Message) {
-        self.feed_with(move |st| {
+        let first = move |st: &mut State| {
             st.peer
                 .as_ref()
                 .is_some_and(|(g, _)| *g == gen)
                 .then_some(Event::Peer(msg))
-        });
+        };
+        self.feed_inner(first, Flush::Later);
+    }
+
+    /// Writes what is queued for the peer (see [`Driver::peer`]).
+    pub fn flush_link(&self) {
+        let out = lock(&self.state).peer.as_ref().map(|(_, out)| out.clone());
+        if let Some(out) = out {
+            out.flush();
+        }
     }
 
     /// Feeds the event `first` makes under the lock, then performs the
     /// deferred I/O and feeds its completions, until nothing is left.
     fn feed_with(self: &Arc<Self>, first: impl FnOnce(&mut State) -> Option<Event>) {
+        self.feed_inner(first, Flush::Now);
+    }
+
+    fn feed_inner(self: &Arc<Self>, first: impl FnOnce(&mut State) -> Option<Event>, flush: Flush) {
         let mut deferred = Vec::new();
         let out = {
             let mut st = lock(&self.state);
@@ -258,14 +307,15 @@ impl Driver {
             st.peer.as_ref().map(|(_, out)| out.clone())
         };
         if let Some(out) = out {
-            out.flush();
+            // Before the local I/O: the peer works in parallel with it.
+            out.flush_as(flush);
         }
-        self.run_deferred(deferred);
+        self.run_deferred(deferred, flush);
     }
 
     /// Performs inline I/O after unlocking, feeding the completions (which
     /// may release more inline I/O) until none is left.
-    fn run_deferred(self: &Arc<Self>, mut deferred: Vec<Deferred>) {
+    fn run_deferred(self: &Arc<Self>, mut deferred: Vec<Deferred>, flush: Flush) {
         while !deferred.is_empty() {
             let events: Vec<Event> = deferred.drain(..).filter_map(|d| self.inline(d)).collect();
             let out = {
@@ -278,7 +328,7 @@ impl Driver {
                 st.peer.as_ref().map(|(_, out)| out.clone())
             };
             if let Some(out) = out {
-                out.flush();
+                out.flush_as(flush);
             }
         }
     }
@@ -384,7 +434,11 @@ impl Driver {
                     offset_bytes,
                     len_bytes,
                 } => {
-                    if self.io.mode == IoMode::Blocking {
+                    // Resync chunks (1 MiB) are read on the pool, several at
+                    // once and off the reader task that takes the peer's
+                    // requests (measured: a 512 MiB sync 20-30 % faster
+                    // than reading them inline one after the other).
+                    if self.io.mode == IoMode::Blocking || len_bytes as usize > INLINE_MAX_BYTES {
                         self.read_pooled(io, offset_bytes, len_bytes);
                     } else {
                         deferred.push(Deferred::Read {

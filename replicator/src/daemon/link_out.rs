@@ -35,6 +35,11 @@ use tokio::sync::Notify;
 /// (Linux's IOV_MAX is 1024).
 const MAX_PARTS_PER_WRITE: usize = 512;
 
+/// Queued bytes from which [`LinkOut::flush_if_large`] writes at once: a
+/// batch of acks may wait for the end of a read, resync data may not (the
+/// peer's pipeline would drain).
+const EAGER_FLUSH_BYTES: usize = 64 * 1024;
+
 /// The outgoing FIFO of one link.
 #[derive(Debug)]
 pub struct LinkOut {
@@ -50,6 +55,8 @@ struct OutState {
     parts: VecDeque<Bytes>,
     /// Bytes of `parts.front()` already written.
     front_written: usize,
+    /// Bytes in `parts` (including the written part of the front).
+    queued_bytes: usize,
     /// The writer task owns the socket until the FIFO is empty.
     writer_active: bool,
     /// Why the link is closed; set once, frames are dropped from then on.
@@ -87,6 +94,7 @@ impl LinkOut {
         }
         match msg.encode() {
             Ok(frame) => {
+                st.queued_bytes += frame.len_bytes();
                 st.parts.push_back(Bytes::copy_from_slice(&frame.header));
                 if !frame.payload.is_empty() {
                     st.parts.push_back(frame.payload);
@@ -95,8 +103,16 @@ impl LinkOut {
             Err(e) => {
                 st.closed = Some(format!("cannot encode a message for the peer: {e}"));
                 st.parts.clear();
+                st.queued_bytes = 0;
                 self.wake.notify_one();
             }
+        }
+    }
+
+    /// [`LinkOut::flush`] once at least [`EAGER_FLUSH_BYTES`] are queued.
+    pub fn flush_if_large(&self) {
+        if lock(&self.state).queued_bytes >= EAGER_FLUSH_BYTES {
+            self.flush();
         }
     }
 
@@ -116,6 +132,7 @@ impl LinkOut {
             Err(reason) => {
                 st.closed = Some(reason);
                 st.parts.clear();
+                st.queued_bytes = 0;
                 self.wake.notify_one();
             }
         }
@@ -156,6 +173,7 @@ impl LinkOut {
             st.closed = Some(reason.to_string());
         }
         st.parts.clear();
+        st.queued_bytes = 0;
         self.wake.notify_one();
     }
 
@@ -203,6 +221,7 @@ impl LinkOut {
                     Err(reason) => {
                         st.closed = Some(reason.clone());
                         st.parts.clear();
+                        st.queued_bytes = 0;
                         return Err(reason);
                     }
                 }
@@ -236,6 +255,8 @@ fn advance(st: &mut OutState, mut n: usize) {
         }
         n -= left;
         st.front_written = 0;
-        st.parts.pop_front();
+        if let Some(done) = st.parts.pop_front() {
+            st.queued_bytes -= done.len();
+        }
     }
 }

@@ -819,15 +819,20 @@ impl Volume for ReplicatedVolume {
         if !offset_bytes.is_multiple_of(SECTOR_BYTES) || !len.is_multiple_of(SECTOR_BYTES) {
             return self.write_unaligned(offset_bytes, data, fua);
         }
-        self.submit(|req| Event::ClientWrite {
+        let (reply, rx) = oneshot::channel();
+        self.driver.client_batched(reply, |req| Event::ClientWrite {
             req,
             offset_bytes,
             data,
             fua,
-        })
+        });
+        Box::pin(answer(rx))
     }
     fn flush(&self) -> VolumeFuture<()> {
         self.submit(|req| Event::ClientFlush { req })
+    }
+    fn batch_done(&self) {
+        self.driver.flush_link();
     }
     fn trim(&self, _offset_bytes: u64, _length_bytes: u32, fua: bool) -> VolumeFuture<()> {
         // A trim leaves the contents unspecified: doing nothing keeps both
