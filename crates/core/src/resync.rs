@@ -201,11 +201,13 @@ impl Resource {
                     .next_dirty_run(t.cursor, chunk.min(allowed_blocks))
                 {
                     Some(run) => {
-                        // Skip a run that is already requested.
-                        if t.inflight
-                            .values()
-                            .any(|(f, n)| run.start < f + n && *f < run.end)
-                        {
+                        // Skip a run that is already requested, also in
+                        // this round: after the cursor wraps, the runs
+                        // just collected would be requested a second time
+                        // (every run twice when fewer runs than requests
+                        // in flight were dirty).
+                        let overlaps = |(f, n): &(u64, u64)| run.start < f + n && *f < run.end;
+                        if t.inflight.values().any(overlaps) || requests.iter().any(overlaps) {
                             t.cursor = run.end;
                             continue;
                         }

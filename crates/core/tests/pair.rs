@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use hadisk_bitmap::DirtyBitmap;
 use hadisk_core::{
-    Action, AdminOp, Attached, CmdId, Config, Connection, CoreError, Event, IoId, RateMode,
-    Replication, ReqId, Resource, SuperblockState,
+    Action, AdminOp, Attached, CmdId, Config, Connection, CoreError, Digested, Event, IoId,
+    RateMode, Replication, ReqId, Resource, SuperblockState,
 };
-use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
+use hadisk_peer_proto::{DigestAlg, DiskState, Message, Role, Uuids};
 
 const SIZE: u64 = 64 << 20;
 const SECTOR: u64 = 512;
@@ -34,6 +34,11 @@ fn fresh(yields: bool) -> Node {
 }
 
 fn fresh_rate(yields: bool, rate: RateMode) -> Node {
+    fresh_cfg(yields, |cfg| cfg.rate = rate)
+}
+
+/// A fresh node whose configuration `f` adjusts.
+fn fresh_cfg(yields: bool, f: impl FnOnce(&mut Config)) -> Node {
     let attached = Attached {
         superblock: SuperblockState {
             uuids: Uuids::just_created(),
@@ -49,7 +54,7 @@ fn fresh_rate(yields: bool, rate: RateMode) -> Node {
     let mut cfg = Config::new(SIZE, yields, if yields { 1 } else { 2 });
     cfg.al_extents = 7;
     cfg.resync_chunk_bytes = 4 << 20;
-    cfg.rate = rate;
+    f(&mut cfg);
     let (r, actions) = Resource::new(cfg, attached).unwrap();
     let mut n = Node {
         r,
@@ -117,23 +122,43 @@ impl Node {
                 offset_bytes,
                 len_bytes,
             } => {
-                let mut v = vec![0u8; len_bytes as usize];
-                for (i, chunk) in v.chunks_mut(SECTOR as usize).enumerate() {
-                    chunk[0] = *self
-                        .disk
-                        .get(&(offset_bytes / SECTOR + i as u64))
-                        .unwrap_or(&0);
-                }
+                let v = self.read_bytes(offset_bytes, len_bytes);
                 self.ev(Event::ReadDone {
                     io,
                     data: Some(Bytes::from(v)),
                 });
+            }
+            Action::DigestLocal {
+                io,
+                offset_bytes,
+                len_bytes,
+                alg,
+            } => {
+                let v = self.read_bytes(offset_bytes, len_bytes);
+                let digests = Bytes::from(alg.digest_blocks(&v));
+                let result = Some(Digested {
+                    data: Bytes::from(v),
+                    digests,
+                });
+                self.ev(Event::DigestDone { io, result });
             }
             Action::FlushLocal { io } | Action::WriteMeta { io, .. } => {
                 self.ev(Event::IoDone { io, ok: true })
             }
             _ => {}
         }
+    }
+
+    /// The disk model as bytes: each sector holds its tag byte, then zeros.
+    fn read_bytes(&self, offset_bytes: u64, len_bytes: u32) -> Vec<u8> {
+        let mut v = vec![0u8; len_bytes as usize];
+        for (i, chunk) in v.chunks_mut(SECTOR as usize).enumerate() {
+            chunk[0] = *self
+                .disk
+                .get(&(offset_bytes / SECTOR + i as u64))
+                .unwrap_or(&0);
+        }
+        v
     }
 
     fn write(&mut self, req: u64, offset: u64, len: u64, tag: u8) {
@@ -617,4 +642,214 @@ fn a_fixed_resync_rate_paces_requests_with_wake_ups() {
     settle(&mut a, &mut b);
     assert_eq!(done(&b), 50 * 4096);
     assert_eq!(b.r.status(1000).rate.limit_bytes_per_s, Some(1 << 20));
+}
+
+// ---- online verify, csums resync, invalidate ----
+
+/// Both disks hold the same data (a written zero equals a hole).
+fn same_data(a: &Node, b: &Node) -> bool {
+    let data = |n: &Node| -> Vec<(u64, u8)> {
+        n.disk
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    };
+    data(a) == data(b)
+}
+
+/// A synced pair with `verify-alg` and `csums-alg` on both nodes.
+fn synced_digest_pair(csums: bool) -> (Node, Node) {
+    let set = |cfg: &mut Config| {
+        cfg.verify_alg = Some(DigestAlg::Sha256);
+        cfg.csums_alg = csums.then_some(DigestAlg::Crc32c);
+        // The harness's clock stands still: never throttle the resync
+        // for the application's writes (c-min-rate 0).
+        cfg.rate = RateMode::Dynamic(hadisk_core::DynamicRate {
+            min_rate_bytes_per_s: 0,
+            ..Default::default()
+        });
+    };
+    let mut a = fresh_cfg(false, set);
+    let mut b = fresh_cfg(true, set);
+    a.admin(1, AdminOp::Promote { force: true });
+    a.finish_io();
+    connect(&mut a, &mut b);
+    settle(&mut a, &mut b);
+    assert_eq!(b.r.replication(), Replication::Established);
+    (a, b)
+}
+
+/// `settle`, counting the resync payload bytes each way.
+fn settle_counting(a: &mut Node, b: &mut Node) -> (u64, u64) {
+    let mut sent = (0, 0);
+    let size = |m: &Message| match m {
+        Message::ResyncData { data, .. } => data.len() as u64,
+        _ => 0,
+    };
+    loop {
+        a.finish_io();
+        b.finish_io();
+        if a.outbox.is_empty() && b.outbox.is_empty() {
+            return sent;
+        }
+        while let Some(m) = a.outbox.pop_front() {
+            sent.0 += size(&m);
+            b.ev(Event::Peer(m));
+        }
+        while let Some(m) = b.outbox.pop_front() {
+            sent.1 += size(&m);
+            a.ev(Event::Peer(m));
+        }
+    }
+}
+
+/// Blocks 0, 5 and 300 (their first sectors) differ on b's disk.
+fn corrupt_b(b: &mut Node) -> u64 {
+    for block in [0u64, 5, 300] {
+        b.disk.insert(block * 8, 0xEE);
+    }
+    3 * 4096
+}
+
+#[test]
+fn verify_marks_exactly_the_differing_blocks_and_the_next_resync_repairs_them() {
+    let (mut a, mut b) = synced_digest_pair(false);
+    a.write(10, 4096 * 5, 8192, 3);
+    settle(&mut a, &mut b);
+    // Flushed: nothing is left unstable (re-marked when the link drops).
+    a.ev(Event::ClientFlush { req: ReqId(11) });
+    settle(&mut a, &mut b);
+    assert_eq!(a.result(11), Some(Ok(())));
+    assert!(same_data(&a, &b), "the disks differ");
+    // Identical: nothing found.
+    assert_eq!(a.admin(20, AdminOp::Verify), Some(Ok(())));
+    assert_eq!(a.r.replication(), Replication::VerifyS);
+    settle(&mut a, &mut b);
+    let v = a.r.status(0).verify.unwrap();
+    assert!(!v.running && v.complete && v.source, "{v:?}");
+    assert_eq!(v.out_of_sync_bytes, 0);
+    // Corrupted behind the core's back; verified from the Secondary.
+    let expected = corrupt_b(&mut b);
+    assert_eq!(b.admin(21, AdminOp::Verify), Some(Ok(())));
+    b.outbox.pop_front().map(|m| a.ev(Event::Peer(m)));
+    assert_eq!(a.r.replication(), Replication::VerifyT);
+    settle(&mut a, &mut b);
+    for n in [&a, &b] {
+        let st = n.r.status(0);
+        assert_eq!(st.replication, Replication::Established);
+        assert_eq!(st.out_of_sync_bytes, expected);
+        assert_eq!(st.verify.unwrap().out_of_sync_bytes, expected);
+        assert!(n.r.bitmap().test_block(300) && !n.r.bitmap().test_block(301));
+    }
+    assert!(!same_data(&a, &b), "verify writes nothing");
+    // Disconnect + connect: the Primary's blocks win.
+    cut(&mut a, &mut b);
+
+    a.ev(Event::LinkUp);
+    b.ev(Event::LinkUp);
+    let (to_b, to_a) = settle_counting(&mut a, &mut b);
+    assert_eq!((to_b, to_a), (expected, 0));
+    assert!(same_data(&a, &b), "the disks differ");
+    assert_eq!(b.r.status(0).out_of_sync_bytes, 0);
+}
+
+#[test]
+fn verify_refusals() {
+    let mut a = fresh(false);
+    assert_eq!(
+        a.admin(1, AdminOp::Verify),
+        Some(Err(CoreError::NotConnected {
+            command: "verify",
+            connection: Connection::StandAlone
+        }))
+    );
+    let (mut a, mut b) = synced_pair();
+    assert_eq!(
+        a.admin(2, AdminOp::Verify),
+        Some(Err(CoreError::NoVerifyAlg))
+    );
+    let (mut a2, _b2) = synced_digest_pair(false);
+    assert_eq!(
+        a2.admin(3, AdminOp::Invalidate),
+        Some(Err(CoreError::InvalidateWhilePrimary))
+    );
+    // During a resync (an invalidate of b in progress).
+    assert_eq!(b.admin(4, AdminOp::Invalidate), None);
+    settle_once(&mut a, &mut b);
+    assert_eq!(b.admin.last().unwrap(), &(CmdId(4), Ok(())));
+    assert_eq!(
+        b.admin(5, AdminOp::Verify),
+        Some(Err(CoreError::NotEstablished {
+            command: "verify",
+            replication: Replication::SyncTarget
+        }))
+    );
+}
+
+/// Delivers one round of messages each way (no I/O).
+fn settle_once(a: &mut Node, b: &mut Node) {
+    while let Some(m) = b.outbox.pop_front() {
+        a.ev(Event::Peer(m));
+    }
+    while let Some(m) = a.outbox.pop_front() {
+        b.ev(Event::Peer(m));
+    }
+}
+
+#[test]
+fn csums_resync_sends_only_the_differing_blocks() {
+    let (mut a, mut b) = synced_digest_pair(true);
+    a.write(10, 0, 65536, 4);
+    settle(&mut a, &mut b);
+    // invalidate of identical disks: a full resync by digest, no data.
+    assert_eq!(b.admin(20, AdminOp::Invalidate), None);
+    let (to_b, to_a) = settle_counting(&mut a, &mut b);
+    assert_eq!(b.admin.last().unwrap(), &(CmdId(20), Ok(())));
+    assert_eq!((to_b, to_a), (0, 0));
+    assert_eq!(b.r.disk(), DiskState::UpToDate);
+    assert_eq!(b.r.replication(), Replication::Established);
+    // Three blocks differ: exactly they are sent.
+    let expected = corrupt_b(&mut b);
+    b.admin(21, AdminOp::Invalidate);
+    let (to_b, _) = settle_counting(&mut a, &mut b);
+    assert_eq!(to_b, expected);
+    assert!(same_data(&a, &b), "the disks differ");
+    assert_eq!(a.r.status(0).out_of_sync_bytes, 0);
+}
+
+#[test]
+fn invalidate_remote_and_crossing_requests() {
+    let (mut a, mut b) = synced_digest_pair(false);
+    assert_eq!(
+        b.admin(1, AdminOp::InvalidateRemote),
+        Some(Err(CoreError::InvalidatePeerPrimary))
+    );
+    // Crossing: both wait for their own answer, both are refused.
+    assert_eq!(a.admin(2, AdminOp::InvalidateRemote), None);
+    assert_eq!(b.admin(3, AdminOp::Invalidate), None);
+    settle(&mut a, &mut b);
+    let refused = |reason: &str| {
+        Err(CoreError::PeerRefused {
+            reason: reason.into(),
+        })
+    };
+    let waiting = "it is waiting for the answer to its own invalidate";
+    assert_eq!(a.admin.last().unwrap(), &(CmdId(2), refused(waiting)));
+    assert_eq!(b.admin.last().unwrap(), &(CmdId(3), refused(waiting)));
+    assert_eq!(b.r.replication(), Replication::Established);
+    // invalidate-remote from the Primary: b becomes SyncTarget, full sync.
+    corrupt_b(&mut b);
+    assert_eq!(a.admin(4, AdminOp::InvalidateRemote), None);
+    let (to_b, _) = settle_counting(&mut a, &mut b);
+    assert_eq!(a.admin.last().unwrap(), &(CmdId(4), Ok(())));
+    assert_eq!(to_b, SIZE);
+    assert!(same_data(&a, &b), "the disks differ");
+    // A link lost before the answer fails the command.
+    a.admin(5, AdminOp::InvalidateRemote);
+    cut(&mut a, &mut b);
+    assert_eq!(
+        a.admin.last().unwrap(),
+        &(CmdId(5), Err(CoreError::FullSyncInterrupted))
+    );
 }
