@@ -732,7 +732,9 @@ fn verify_marks_exactly_the_differing_blocks_and_the_next_resync_repairs_them() 
     // Corrupted behind the core's back; verified from the Secondary.
     let expected = corrupt_b(&mut b);
     assert_eq!(b.admin(21, AdminOp::Verify), Some(Ok(())));
-    b.outbox.pop_front().map(|m| a.ev(Event::Peer(m)));
+    let start = b.outbox.pop_front().unwrap();
+    assert_eq!(start, Message::VerifyStart);
+    a.ev(Event::Peer(start));
     assert_eq!(a.r.replication(), Replication::VerifyT);
     settle(&mut a, &mut b);
     for n in [&a, &b] {
