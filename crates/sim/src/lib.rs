@@ -57,6 +57,9 @@ pub struct Options {
     /// `csums-alg` of both nodes: resyncs by digest (a third of the seeds
     /// each: none, crc32c, sha256).
     pub csums_alg: Option<hadisk_peer_proto::DigestAlg>,
+    /// Corrupt blocks of the Secondary once quiescent, `verify`, resync
+    /// (world/verify.rs; a third of the seeds).
+    pub verify_corrupt: bool,
 }
 
 impl Options {
@@ -134,6 +137,7 @@ impl Options {
                 Some(hadisk_peer_proto::DigestAlg::Crc32c),
                 Some(hadisk_peer_proto::DigestAlg::Sha256),
             ][Rng::new(seed ^ 0x4353_554D).range(0, 2) as usize],
+            verify_corrupt: Rng::new(seed ^ 0x5645_5249).chance(33),
         }
     }
 }

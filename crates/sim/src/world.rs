@@ -19,6 +19,7 @@ use hadisk_core::{
 use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
 
 mod split;
+mod verify;
 
 use crate::disk::{encode, Disk, SECTOR};
 use crate::model::Model;
@@ -141,6 +142,8 @@ pub struct Stats {
     pub saved_bytes: u64,
     /// Local digests performed (csums resync, verify).
     pub digests: u64,
+    /// Online verifies run on injected corruption.
+    pub verifies: u64,
     pub end_ms: u64,
 }
 
@@ -160,6 +163,7 @@ impl Stats {
         self.pauses += o.pauses;
         self.bitmap_checks += o.bitmap_checks;
         self.digests += o.digests;
+        self.verifies += o.verifies;
         self.resyncs += o.resyncs;
         self.split_brains += o.split_brains;
         self.split_brains_by_policy += o.split_brains_by_policy;
@@ -189,6 +193,8 @@ pub struct World {
     /// A split brain was drawn but the pair was not in sync yet.
     sb_wanted: bool,
     sb_done: bool,
+    /// The online-verify scenario of this seed (world/verify.rs).
+    verify: verify::VerifyPhase,
     pub stats: Stats,
     trace: Vec<String>,
 }
@@ -211,6 +217,7 @@ fn fresh_meta(al_extents: u32) -> Meta {
 impl World {
     pub fn new(opts: Options, seed: u64) -> World {
         let al_extents = opts.al_extents;
+        let opts_verify = opts.verify_corrupt;
         let size_bytes = opts.size_bytes;
         let node = |name| Node {
             name,
@@ -244,6 +251,11 @@ impl World {
             sb: None,
             sb_wanted: false,
             sb_done: false,
+            verify: if opts_verify {
+                verify::VerifyPhase::Pending
+            } else {
+                verify::VerifyPhase::Off
+            },
             stats: Stats::default(),
             trace: Vec::new(),
         }
@@ -294,6 +306,7 @@ impl World {
         cfg.rate = self.opts.rate;
         cfg.policies = self.opts.policies;
         cfg.csums_alg = self.opts.csums_alg;
+        cfg.verify_alg = Some(hadisk_peer_proto::DigestAlg::Crc32c);
         cfg
     }
 
@@ -1145,7 +1158,7 @@ impl World {
         let Some(p) = self.primary() else {
             return Ok(false);
         };
-        if !settled || self.split_brain_pending() {
+        if self.split_brain_pending() || self.verify_step(settled, p)? || !settled {
             return Ok(false);
         }
         match self.final_flush {
