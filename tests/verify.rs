@@ -11,6 +11,7 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
+use std::process::Command;
 
 use common::*;
 
@@ -153,4 +154,55 @@ fn an_unknown_digest_algorithm_is_refused_at_up_with_the_valid_names() {
             node.config().display()
         )
     );
+}
+
+/// Verify runs while the Primary serves writes: a verify from the Primary
+/// finds nothing (each chunk is digested under the range lock, and the peer
+/// digests it after every write mirrored before), and the disks end
+/// identical.
+#[test]
+fn verify_from_the_primary_under_fio_writes_finds_nothing() {
+    if !is_root() {
+        eprintln!("skipped: needs root (as CI)");
+        return;
+    }
+    require("fio");
+    let pair = Pair::new(RES, DISK_BYTES, "verify-alg md5;");
+    let _d = pair.daemons();
+    pair.up_connected();
+    pair.first_sync();
+    let usable = pair.usable_bytes();
+    let uri = pair.a.uri(RES);
+    let mut fio = ChildGuard::spawn(
+        Command::new("fio").args([
+            "--name=app",
+            "--ioengine=nbd",
+            &format!("--uri={uri}"),
+            "--rw=randwrite",
+            "--bsrange=4k-64k",
+            "--iodepth=16",
+            &format!("--size={}", usable / 2),
+            "--time_based",
+            "--runtime=6",
+            "--randseed=5",
+            "--end_fsync=1",
+            "--output=/dev/null",
+        ]),
+        "fio",
+    );
+    // Let the writes start, then verify (more than once if it is quick).
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut rounds = 0;
+    while rounds < 3 {
+        pair.a.ok(&["verify", RES]);
+        let st = wait_verify_done(&pair.a, "VerifyS");
+        assert_eq!(st["peer"]["verify"]["out_of_sync_bytes"], 0, "{st}");
+        assert_eq!(st["peer"]["verify"]["complete"], true, "{st}");
+        rounds += 1;
+    }
+    let out = fio.wait();
+    assert!(out.status.success(), "fio failed");
+    assert_eq!(pair.a.resource_status(RES)["peer"]["out_of_sync_bytes"], 0);
+    let (a, b) = pair.checksums(usable);
+    assert_eq!(a, b);
 }
