@@ -369,6 +369,46 @@ fn resync_rate_units() {
 }
 
 #[test]
+fn resync_controller_options() {
+    let r = &parse(&SEED_DATA_RES.replace(
+        "net {",
+        "disk { c-plan-ahead 10; c-fill-target 10M; c-min-rate 4M; c-max-rate 1G; c-delay-target 10; } net {",
+    ))
+    .resources[0];
+    assert_eq!(r.disk.c_plan_ahead_ms, 1_000);
+    assert_eq!(r.disk.c_fill_target_bytes, 10 << 20);
+    assert_eq!(r.disk.c_min_rate_bytes_per_s, 4 << 20);
+    assert_eq!(r.disk.c_max_rate_bytes_per_s, 1 << 30);
+    // Units as DRBD's: c-fill-target in sectors, the rates in KiB/s.
+    let r = &parse(&SEED_DATA_RES.replace(
+        "net {",
+        "syncer { c-fill-target 200; c-min-rate 0; c-max-rate 500; } net {",
+    ))
+    .resources[0];
+    assert_eq!(r.disk.c_fill_target_bytes, 200 * 512);
+    assert_eq!(r.disk.c_min_rate_bytes_per_s, 0);
+    assert_eq!(r.disk.c_max_rate_bytes_per_s, 500 << 10);
+    // Defaults: DRBD's, except no c-max-rate cap.
+    let d = &parse(SEED_DATA_RES).resources[0].disk;
+    assert_eq!(
+        (
+            d.c_fill_target_bytes,
+            d.c_min_rate_bytes_per_s,
+            d.c_max_rate_bytes_per_s
+        ),
+        (50 << 10, 250 << 10, 0)
+    );
+}
+
+#[test]
+fn c_delay_target_is_reported_as_ignored() {
+    let c = parse(&SEED_DATA_RES.replace("net {", "disk { c-delay-target 10; } net {"));
+    let r = &c.resources[0];
+    assert_eq!(r.ignored.len(), 1);
+    assert_eq!(r.ignored[0].option, "c-delay-target");
+}
+
+#[test]
 fn ipv6_without_family_and_comments_everywhere() {
     let c = parse(
         "resource v6 { # comment after brace

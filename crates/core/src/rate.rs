@@ -114,7 +114,13 @@ impl RateMode {
         } else {
             RateMode::Dynamic(DynamicRate {
                 plan_ahead_ms,
-                fill_target_bytes,
+                // DRBD's 0 means "plan from c-delay-target", which hadisk
+                // does not measure: the default amount then.
+                fill_target_bytes: if fill_target_bytes == 0 {
+                    DEFAULT_FILL_TARGET_BYTES
+                } else {
+                    fill_target_bytes
+                },
                 min_rate_bytes_per_s,
                 max_rate_bytes_per_s,
             })

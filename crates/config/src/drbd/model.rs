@@ -17,7 +17,7 @@
 //! | `connect-int` | seconds | 10 | `connect_int_ms` |
 //! | `c-plan-ahead` | tenths of a second | 20 (2 s) | `c_plan_ahead_ms` |
 //! | `resync-rate` (8.3: `syncer { rate }`) | KiB/s without a suffix; `K`, `M`, `G` (powers of 1024) or `s` (512-byte sectors) | 250K | `resync_rate_bytes_per_s` |
-//! | `c-fill-target` | 512-byte sectors without a suffix; `K`, `M`, `G`, `s` | 100s (50 KiB) | `c_fill_target_bytes` |
+//! | `c-fill-target` | 512-byte sectors without a suffix; `K`, `M`, `G`, `s` (0: hadisk's default, as hadisk does not plan from `c-delay-target`) | 100s (50 KiB) | `c_fill_target_bytes` |
 //! | `c-min-rate` | KiB/s without a suffix (0 = never throttle for application I/O) | 250K | `c_min_rate_bytes_per_s` |
 //! | `c-max-rate` | KiB/s without a suffix | **none** (DRBD: 100M) | `c_max_rate_bytes_per_s` (0 = none) |
 //!
