@@ -200,7 +200,17 @@ echo "nbdcopy: full $copy_bytes bytes in $copy_full_s s; dirty blocks in $copy_b
 head -c "$((64 * 1024 * 1024))" /dev/urandom | dd of="$work/a.img" conv=notrunc status=none
 new_pair
 hadisk "$work/alpha" alpha primary --force data >/dev/null
-w_sync=$(app_writes)
+app_writes >"$work/w_sync" &
+app_pid=$!
+# Halfway through the job: the SyncTarget's (beta's) rate controller, and
+# the resync's current speed on alpha.
+sleep "$(py "print($RUNTIME_S / 2)")"
+ctl=$(hadisk "$work/beta" beta status --json | py "import json,sys; r=json.load(sys.stdin)['resources'][0]['resync_rate']
+lim = r['limit_bytes_per_s']
+print(f\"{r['mode']}, throttled: {r['throttled']}, limit {'none' if lim is None else f'{lim/1e6:.0f} MB/s'}, application writes measured {r['app_bytes_per_s']/1e6:.0f} MB/s\")")
+mid_speed=$(field "f\"{(r['peer']['resync'] or {}).get('speed_bytes_per_s', 0)/1e6:.0f}\"")
+wait "$app_pid"
+w_sync=$(cat "$work/w_sync")
 left=$(field "r['peer']['replication']+' '+str(round((r['peer']['resync'] or {}).get('done_percent', 100.0),1))")
 t0=$(now)
 wait_in_sync
@@ -231,7 +241,8 @@ before the reconnect: $oos (dirty set $dirty). The bitmap resync is timed from t
 from \`ss -ti\` (whole connection: handshake, bitmap exchange, resync data with frame headers, pings). \
 The full-sync nbdcopy copies the whole files (usable area plus metadata); the 1% nbdcopy copies \
 exactly the dirty blocks (a sparse image with them at the same offsets, --destination-is-zero). \
-Write job during the sync: fio's end found the resync at: $left % done ($(r "$tail_s") s more to finish)."
+Write job during the sync: fio's end found the resync at: $left % done ($(r "$tail_s") s more to finish); \
+halfway through it the SyncTarget's controller was: $ctl, and the resync's current speed $mid_speed MB/s."
 
 echo
 echo "$table"
