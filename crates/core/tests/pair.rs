@@ -855,3 +855,76 @@ fn invalidate_remote_and_crossing_requests() {
         &(CmdId(5), Err(CoreError::FullSyncInterrupted))
     );
 }
+
+/// Like [`settle`], also returning every message A sent, in order.
+fn settle_recording(a: &mut Node, b: &mut Node) -> Vec<Message> {
+    let mut sent = Vec::new();
+    loop {
+        a.finish_io();
+        b.finish_io();
+        if a.outbox.is_empty() && b.outbox.is_empty() {
+            break;
+        }
+        while let Some(m) = a.outbox.pop_front() {
+            sent.push(m.clone());
+            b.ev(Event::Peer(m));
+        }
+        while let Some(m) = b.outbox.pop_front() {
+            a.ev(Event::Peer(m));
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_bitmap_resync_sends_adjacent_dirty_blocks_as_one_frame_and_a_coded_bitmap() {
+    let (mut a, mut b) = synced_pair();
+    let (ca, cb) = (
+        a.r.superblock().uuids.current,
+        b.r.superblock().uuids.current,
+    );
+    assert_eq!(ca, cb);
+    cut(&mut a, &mut b);
+    a.finish_io();
+    // Three adjacent blocks, one alone, and two adjacent ones further on.
+    for (req, offset) in [
+        (1, 0),
+        (2, 4096),
+        (3, 8192),
+        (4, 40960),
+        (5, 1 << 20),
+        (6, (1 << 20) + 4096),
+    ] {
+        a.write(req, offset, 4096, 5);
+    }
+    a.finish_io();
+    assert_eq!(a.r.status(0).out_of_sync_bytes, 6 * 4096);
+    connect(&mut a, &mut b);
+    let sent = settle_recording(&mut a, &mut b);
+    let frames: Vec<(u64, usize)> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::ResyncData {
+                offset_bytes, data, ..
+            } => Some((*offset_bytes, data.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        frames,
+        vec![(0, 3 * 4096), (40960, 4096), (1 << 20, 2 * 4096)]
+    );
+    // The bitmap went run-length coded: one small chunk, no plain page.
+    let coded: Vec<usize> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::BitmapRle { runs, .. } => Some(runs.len()),
+            Message::BitmapChunk { bits, .. } => panic!("a plain page of {} bytes", bits.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(coded.len(), 1);
+    assert!(coded[0] <= 8, "{coded:?}");
+    assert_eq!(b.r.replication(), Replication::Established);
+    assert_eq!(b.disk.get(&(40960 / SECTOR)), Some(&5));
+}
