@@ -928,3 +928,49 @@ fn a_bitmap_resync_sends_adjacent_dirty_blocks_as_one_frame_and_a_coded_bitmap()
     assert_eq!(b.r.replication(), Replication::Established);
     assert_eq!(b.disk.get(&(40960 / SECTOR)), Some(&5));
 }
+
+#[test]
+fn invalidate_and_verify_refuse_without_a_good_peer_copy() {
+    let (mut a, mut b) = synced_digest_pair(false);
+    // The Primary's disk fails a write: it stays connected, Failed.
+    a.write(1, 0, 4096, 7);
+    // (Its AL transaction completes first; the data write then fails.)
+    let local = |a: &Node| {
+        a.io.iter().find_map(|x| match x {
+            Action::WriteLocal { io, .. } => Some(*io),
+            _ => None,
+        })
+    };
+    let io = loop {
+        if let Some(io) = local(&a) {
+            break io;
+        }
+        for x in std::mem::take(&mut a.io) {
+            a.complete(x);
+        }
+    };
+    a.io.retain(|x| !matches!(x, Action::WriteLocal { .. }));
+    a.ev(Event::IoDone { io, ok: false });
+    settle(&mut a, &mut b);
+    assert_eq!(a.r.disk(), DiskState::Failed);
+    assert_eq!(b.r.connection(), Connection::Connected);
+    assert_eq!(
+        b.admin(2, AdminOp::Invalidate),
+        Some(Err(CoreError::PeerNotUpToDate {
+            peer: "Failed".into()
+        }))
+    );
+    assert_eq!(
+        b.admin(3, AdminOp::Verify),
+        Some(Err(CoreError::VerifyNeedsUpToDate {
+            local: DiskState::UpToDate,
+            peer: "Failed".into()
+        }))
+    );
+    assert_eq!(
+        a.admin(4, AdminOp::InvalidateRemote),
+        Some(Err(CoreError::SourceNotUpToDate {
+            disk: DiskState::Failed
+        }))
+    );
+}
