@@ -167,6 +167,15 @@ impl ActivityLog {
             .copied()
             .filter(|e| !self.active.contains_key(e))
             .collect();
+        if missing.is_empty() {
+            // The common case (every extent already active): no slot
+            // scan, which is O(al-extents) and was ~5 % of the daemon's
+            // CPU under 4 KiB random writes.
+            for &extent in &extents {
+                self.touch(extent);
+            }
+            return Ok(AlUpdate::default());
+        }
         let free = self.slots.iter().filter(|s| s.is_none()).count();
         let available = free + self.idle.len();
         // Extents of this same request that are idle now become busy, so

@@ -64,9 +64,10 @@ pub struct Io {
     pub sb_save: Arc<super::sb_save::SaveConfig>,
 }
 
-/// Larger writes and reads always go to the blocking pool: a 1 MiB copy
-/// takes ~0.3 ms or more, long enough that running several in parallel
-/// (and not stalling the caller's reads of the socket) beats saving the
+/// Larger writes (while a peer link is up) and reads always go to the
+/// blocking pool: a 1 MiB copy takes ~0.3 ms or more, long enough that
+/// running several in parallel (and not stalling the caller's reads of the
+/// socket, nor its send of the same data to the peer) beats saving the
 /// thread hop.
 const INLINE_MAX_BYTES: usize = 128 * 1024;
 
@@ -408,7 +409,11 @@ impl Driver {
                     data,
                     fua,
                 } => {
-                    if !fua && data.len() <= INLINE_MAX_BYTES && self.inline_io() {
+                    // Without a peer nothing runs in parallel with the
+                    // local write: a large one inline saves the hop, as
+                    // the NBD server's own adaptive mode does.
+                    let small = data.len() <= INLINE_MAX_BYTES || st.peer.is_none();
+                    if !fua && small && self.inline_io() {
                         deferred.push(Deferred::Write {
                             io,
                             offset_bytes,
