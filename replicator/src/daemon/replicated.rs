@@ -727,9 +727,12 @@ fn after_sb_policies(
 /// The Primary's data path: writes and flushes go through the core
 /// (protocol C), reads straight to the local disk.
 pub struct ReplicatedVolume {
-    local: LocalVolume<UsableArea>,
+    local: Arc<LocalVolume<UsableArea>>,
     size_bytes: u64,
     driver: Arc<Driver>,
+    /// Taken by a read-modify-write for its whole duration (see
+    /// [`ReplicatedVolume::write_unaligned`]).
+    rmw: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ReplicatedVolume {
@@ -751,9 +754,10 @@ impl ReplicatedVolume {
         let local = LocalVolume::new(Arc::new(reader), size_bytes, false, mode)
             .map_err(|e| anyhow!("preparing the export: {e}"))?;
         Ok(ReplicatedVolume {
-            local,
+            local: Arc::new(local),
             size_bytes,
             driver,
+            rmw: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -769,19 +773,21 @@ impl ReplicatedVolume {
 impl ReplicatedVolume {
     /// The core replicates whole 512-byte sectors: a write that is not
     /// sector aligned is widened by reading the sectors it touches
-    /// (read-modify-write). Two concurrent unaligned writes into the same
-    /// sector may lose one of them, as on a disk without atomic sub-sector
-    /// writes; aligned writes (what file systems and fio issue) never are.
+    /// (read-modify-write). Two such writes into different bytes of one
+    /// sector must not both read the old sector (the second write-back would
+    /// undo the first), so read-modify-writes take turns; they are rare
+    /// (file systems and fio issue aligned writes), and aligned writes never
+    /// wait for them.
     fn write_unaligned(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
         let start = offset_bytes - offset_bytes % SECTOR_BYTES;
         let end = (offset_bytes + data.len() as u64)
             .div_ceil(SECTOR_BYTES)
             .saturating_mul(SECTOR_BYTES)
             .min(self.size_bytes);
-        let read = self.local.read(start, (end - start) as u32);
-        let driver = self.driver.clone();
+        let (local, driver, rmw) = (self.local.clone(), self.driver.clone(), self.rmw.clone());
         Box::pin(async move {
-            let old = read.await?;
+            let _turn = rmw.lock_owned().await;
+            let old = local.read(start, (end - start) as u32).await?;
             let mut buf = old.to_vec();
             let at = (offset_bytes - start) as usize;
             let Some(dst) = buf.get_mut(at..at + data.len()) else {
