@@ -563,3 +563,30 @@ fn sigterm_leaves_the_metadata_clean_and_kill_9_is_a_crashed_primary() {
         &["-f", "raw", &node.uri(RES), "-c", "read -P 0x5a 0 1M"],
     );
 }
+
+/// `hadisk status | grep -q …` in a script: a reader that is gone before
+/// hadisk writes ends the output quietly (exit 0, no panic message).
+#[test]
+fn status_into_a_closed_pipe_exits_quietly() {
+    let node = Node::new("alpha");
+    node.setup("data", 64 * MIB, "");
+    let _d = node.daemon();
+    node.ok(&["up", "data"]);
+    for args in [
+        &["status"][..],
+        &["status", "--json"][..],
+        &["overview"][..],
+    ] {
+        let mut child = node
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.status.success(), "{args:?}: {err}");
+    }
+}

@@ -32,9 +32,9 @@ pub fn run(g: &GlobalOpts, ha_dir: PathBuf, action: Option<AgentAction>) -> Resu
                 .status
                 .context("the agent answered a status request without a status")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                crate::emit(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
             } else {
-                print!("{}", render(&status));
+                crate::emit(&render(&status))?;
             }
             Ok(())
         }
@@ -55,7 +55,7 @@ fn ask(run_dir: &Path, request: AgentRequest) -> Result<hadisk_agent_exec::Agent
 fn say(run_dir: &Path, request: AgentRequest) -> Result<()> {
     let response = ask(run_dir, request)?;
     if !response.message.is_empty() {
-        println!("{}", response.message);
+        crate::emit(&format!("{}\n", response.message))?;
     }
     Ok(())
 }

@@ -30,15 +30,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status { resource, json } => {
             let report = status_of(&g, resource)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{}", status::render_status(&report));
+                emit(&status::render_status(&report))?;
             }
             Ok(())
         }
         Command::Overview => {
             let report = status_of(&g, None)?;
-            print!("{}", status::render_overview(&report));
+            emit(&status::render_overview(&report))?;
             Ok(())
         }
         Command::Agent { ha_dir, action } => agent::run(&g, ha_dir, action),
@@ -50,10 +50,24 @@ pub fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("{}", response.message);
             }
             if !response.message.is_empty() {
-                println!("{}", response.message);
+                emit(&format!("{}\n", response.message))?;
             }
             Ok(())
         }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`hadisk status | grep -q …`,
+/// `dump-md | head`) ends the output quietly instead of panicking as
+/// `println!` would.
+pub(crate) fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("writing to standard output: {e}"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -10,13 +10,6 @@ use hadisk::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let long_running = matches!(
-        cli.command,
-        Command::Daemon | Command::Agent { action: None, .. } | Command::Demo
-    );
-    if !long_running {
-        default_sigpipe();
-    }
     init_tracing(matches!(
         cli.command,
         Command::Daemon | Command::Agent { action: None, .. }
@@ -27,19 +20,6 @@ fn main() -> ExitCode {
             eprintln!("hadisk: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// A one-shot command whose output goes into a closed pipe (`hadisk status
-/// | grep -q …`) ends quietly, as `cat` does, instead of panicking in
-/// `println!` on EPIPE (Rust ignores SIGPIPE by default). The daemon, the
-/// agent and the demo keep ignoring it: they write to sockets and must
-/// clean up.
-fn default_sigpipe() {
-    // SAFETY: restoring the default disposition of one signal before any
-    // thread is started; no handler of ours is replaced.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

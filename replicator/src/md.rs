@@ -51,17 +51,7 @@ fn this_host(g: &GlobalOpts, resource: &str) -> Result<(Host, u32, String)> {
     Ok((host, res.disk.al_extents, node))
 }
 
-/// Writes to stdout; a closed pipe (`dump-md | head`) ends the output
-/// quietly instead of panicking as `println!` would.
-fn emit(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::anyhow!("writing to standard output: {e}"))
-        }
-        _ => Ok(()),
-    }
-}
+use crate::emit;
 
 /// `println!` through [`emit`].
 macro_rules! outln {
