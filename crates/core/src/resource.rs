@@ -755,10 +755,13 @@ impl Resource {
 
     /// Starts every queued operation that may start now.
     pub(crate) fn pump(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
         let mut blocked: Vec<(u64, u64)> = Vec::new();
         let mut keep = VecDeque::new();
-        let queue = std::mem::take(&mut self.queue);
-        for q in queue {
+        let mut queue = std::mem::take(&mut self.queue);
+        for q in queue.drain(..) {
             let Some((first, n)) = self.queued_span(q) else {
                 continue;
             };
@@ -769,8 +772,11 @@ impl Resource {
             }
         }
         // Operations queued while starting others go after the survivors.
-        keep.extend(std::mem::take(&mut self.queue));
-        self.queue = keep;
+        // The drained queue keeps its allocation (one write per call is
+        // the common case: no allocation per write).
+        queue.extend(keep);
+        queue.extend(std::mem::take(&mut self.queue));
+        self.queue = queue;
     }
 
     fn try_start(&mut self, q: Queued, first: u64, n: u64) -> bool {

@@ -67,7 +67,7 @@ impl Resource {
     }
 
     fn al_span_error(&self, offset_bytes: u64, len_bytes: u64) -> Option<CoreError> {
-        let extents = hadisk_bitmap::ActivityLog::extents_of(offset_bytes, len_bytes)
+        let extents = hadisk_bitmap::ActivityLog::extent_range(offset_bytes, len_bytes)
             .ok()?
             .len() as u64;
         let capacity = self.al.capacity();
@@ -115,7 +115,7 @@ impl Resource {
             }
             wait_seq = seq;
         }
-        if let Ok(extents) = hadisk_bitmap::ActivityLog::extents_of(offset_bytes, len) {
+        if let Ok(extents) = hadisk_bitmap::ActivityLog::extent_range(offset_bytes, len) {
             for e in extents {
                 if let Some(s) = self.al_uncommitted.get(&e) {
                     wait_seq = wait_seq.max(*s);
