@@ -144,7 +144,10 @@ app_writes() {
 
 echo "seeding a ${SIZE_MIB} MiB random image" >&2
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$work/a.img"
-truncate -s "$((SIZE_MIB * 1024 * 1024))" "$work/b.img"
+# beta's disk is written out (zeros), as a real disk has every block: a
+# sparse file would make the full sync pay ext4's block allocation, which
+# nbdcopy's later copy onto the same, by then allocated, file would not.
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/zero >"$work/b.img"
 sync
 
 # 1. Full sync on a new pair, no other load.
@@ -243,8 +246,8 @@ table=$(
     echo "| app writes (fio randwrite 64 KiB QD16, ${RUNTIME_S} s) during a default-rate full sync / in sync | $w_sync / $w_idle MB/s | | $(r "$w_sync / $w_idle")x | ≥ 0.5x |"
 )
 note="Produced by \`bench/resync-compare.sh\` on tree $tree: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared, \
-load average $(cut -d' ' -f1-3 /proc/loadavg)), ${SIZE_MIB} MiB files on $(df -T "$work" | awk 'NR==2{print $2}'), \
-page cache, two hadisk daemons on loopback, protocol C, default resync rate, one round. out_of_sync_bytes \
+load average $(cut -d' ' -f1-3 /proc/loadavg)), ${SIZE_MIB} MiB files on $(df -T "$work" | awk 'NR==2{print $2}') (alpha's random, beta's written with \
+zeros first so that both the sync and nbdcopy write onto allocated blocks, as on a disk), page cache, two hadisk daemons on loopback, protocol C, default resync rate, one round. out_of_sync_bytes \
 before the reconnect: $oos (dirty set $dirty). The bitmap resync is timed from the link's \`Connected\` \
 (first status poll that shows it) to in sync; \`connect\` to \`Connected\` took $(r "$bm_connect_s") s more. Link bytes: tcp_info bytes_acked of alpha's link socket \
 from \`ss -ti\` (whole connection: handshake, bitmap exchange, resync data with frame headers, pings). \
