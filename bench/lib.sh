@@ -57,3 +57,42 @@ run_fio() {
 }
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
+
+# --- A pair of hadisk nodes under $work (alpha, beta; config $work/pair.res).
+
+# The commit measured (and whether the code had uncommitted changes).
+tree_id() {
+    local t
+    t=$(cd "$repo" && git rev-parse --short HEAD)
+    if [[ -n $(cd "$repo" && git status --porcelain -- crates replicator) ]]; then
+        t+=" (with uncommitted changes in crates/ or replicator/)"
+    fi
+    echo "$t"
+}
+
+py() { python3 -c "$@"; }
+now() { date +%s.%N; }
+
+# hadisk NODE_DIR NODE ARGS...: the CLI with a node's environment.
+hadisk() {
+    local dir=$1 node=$2
+    shift 2
+    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" "$HADISK_BIN" "$@"
+}
+
+# start_daemon NODE_DIR NODE: the node's daemon in the background (its log
+# at NODE_DIR/daemon.log, level DAEMON_LOG, default warn), once its control
+# socket is there.
+start_daemon() {
+    local dir=$1 node=$2
+    mkdir -p "$dir/run"
+    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" RUST_LOG=${DAEMON_LOG:-warn} \
+        "$HADISK_BIN" daemon >>"$dir/daemon.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do [[ -S $dir/run/hadisk.sock ]] && break; sleep 0.1; done
+}
+
+# field EXPR: a Python expression on r, alpha's resource in `status --json`.
+field() {
+    hadisk "$work/alpha" alpha status --json | py "import json,sys; r=json.load(sys.stdin)['resources'][0]; print($1)"
+}

@@ -37,21 +37,6 @@ trap cleanup EXIT
 
 build_hadisk
 
-# hadisk NODE_DIR NODE ARGS...: the CLI with a node's environment.
-hadisk() {
-    local dir=$1 node=$2
-    shift 2
-    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" "$HADISK_BIN" "$@"
-}
-
-start_daemon() { # dir node
-    local dir=$1 node=$2
-    mkdir -p "$dir/run"
-    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" RUST_LOG=warn \
-        "$HADISK_BIN" daemon >>"$dir/daemon.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 1 100); do [[ -S $dir/run/hadisk.sock ]] && break; sleep 0.1; done
-}
 
 status_field() { # dir node python-expression-on-r
     hadisk "$1" "$2" status --json | python3 -c "import json,sys; r=json.load(sys.stdin)['resources'][0]; print($3)"

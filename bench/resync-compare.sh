@@ -37,32 +37,7 @@ cleanup() { cleanup_work; }
 trap cleanup EXIT
 
 build_hadisk
-tree=$(cd "$repo" && git rev-parse --short HEAD)
-if [[ -n $(cd "$repo" && git status --porcelain -- crates replicator) ]]; then
-    tree+=" (with uncommitted changes in crates/ or replicator/)"
-fi
-
-py() { python3 -c "$@"; }
-now() { date +%s.%N; }
-
-hadisk() { # dir node args...
-    local dir=$1 node=$2
-    shift 2
-    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" "$HADISK_BIN" "$@"
-}
-
-start_daemon() { # dir node
-    local dir=$1 node=$2
-    mkdir -p "$dir/run"
-    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" RUST_LOG=warn \
-        "$HADISK_BIN" daemon >>"$dir/daemon.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 1 100); do [[ -S $dir/run/hadisk.sock ]] && break; sleep 0.1; done
-}
-
-field() { # python expression on r (alpha's resource status)
-    hadisk "$work/alpha" alpha status --json | py "import json,sys; r=json.load(sys.stdin)['resources'][0]; print($1)"
-}
+tree=$(tree_id)
 
 # In sync: the plain status shows the peer's disk UpToDate and no
 # "replication:" (Established). One small Rust process per poll and no
