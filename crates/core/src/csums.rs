@@ -22,10 +22,10 @@ use bytes::Bytes;
 use hadisk_bitmap::BLOCK_BYTES;
 use hadisk_peer_proto::digest::{blocks_in, differing_blocks};
 use hadisk_peer_proto::frame::MAX_DIGEST_RANGE_BYTES;
-use hadisk_peer_proto::{DigestAlg, DiskState, Message};
+use hadisk_peer_proto::{DigestAlg, Message};
 
 use crate::event::{Digested, IoId};
-use crate::resource::{Queued, Resource, SourceRead};
+use crate::resource::Resource;
 use crate::verify::DigestPurpose;
 
 /// A `CsumRequest` the target sent and waits for.
@@ -149,32 +149,14 @@ impl Resource {
         alg: DigestAlg,
         digests: Bytes,
     ) {
-        let bad_range = len_bytes > MAX_DIGEST_RANGE_BYTES
-            || self
-                .check_range(offset_bytes, u64::from(len_bytes))
-                .is_err();
-        if bad_range {
-            self.protocol_error(format!(
-                "bad csum request: {len_bytes} bytes at offset {offset_bytes}"
-            ));
-            return;
-        }
-        if !self.link_is_up() || self.disk < DiskState::Outdated {
-            self.protocol_error("csum request to a node that is not a sync source".into());
-            return;
-        }
-        let id = self.next_io();
-        let r = SourceRead {
+        self.queue_source_read(
             seq,
             offset_bytes,
             len_bytes,
-            epoch: self.link_epoch,
-            issued: false,
-            csum: Some((alg, digests)),
-        };
-        self.source_reads.insert(id, r);
-        self.queue.push_back(Queued::ResyncRead(id));
-        self.pump();
+            u64::from(MAX_DIGEST_RANGE_BYTES),
+            "csum",
+            Some((alg, digests)),
+        );
     }
 
     /// Source: our digests are in; send the differing blocks, then the

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use hadisk_bitmap::BLOCK_BYTES;
-use hadisk_peer_proto::{DiskState, Message, Role, Uuids};
+use hadisk_peer_proto::{DigestAlg, DiskState, Message, Role, Uuids};
 
 use crate::event::{Action, IoId};
 use crate::generation::{finish_sync_source, finish_sync_target};
@@ -348,18 +348,35 @@ impl Resource {
 
     pub(crate) fn resync_request(&mut self, seq: u64, offset_bytes: u64, len_bytes: u32) {
         let max = (crate::rangelock::MAX_LOCK_SPAN_BLOCKS - 1) * BLOCK_BYTES;
-        if u64::from(len_bytes) > max
+        self.queue_source_read(seq, offset_bytes, len_bytes, max, "resync", None);
+    }
+
+    /// Source: a resync (or csum) request from the target, checked (its
+    /// range within `max_bytes` and the disk, this node able to serve it),
+    /// queued as a read under the range lock; a bad one is a protocol error.
+    pub(crate) fn queue_source_read(
+        &mut self,
+        seq: u64,
+        offset_bytes: u64,
+        len_bytes: u32,
+        max_bytes: u64,
+        what: &str,
+        csum: Option<(DigestAlg, Bytes)>,
+    ) {
+        if u64::from(len_bytes) > max_bytes
             || self
                 .check_range(offset_bytes, u64::from(len_bytes))
                 .is_err()
         {
             self.protocol_error(format!(
-                "bad resync request: {len_bytes} bytes at offset {offset_bytes}"
+                "bad {what} request: {len_bytes} bytes at offset {offset_bytes}"
             ));
             return;
         }
         if !self.link_is_up() || self.disk < DiskState::Outdated {
-            self.protocol_error("resync requested from a node that is not a sync source".into());
+            self.protocol_error(format!(
+                "{what} request to a node that is not a sync source"
+            ));
             return;
         }
         let id = self.next_io();
@@ -369,7 +386,7 @@ impl Resource {
             len_bytes,
             epoch: self.link_epoch,
             issued: false,
-            csum: None,
+            csum,
         };
         self.source_reads.insert(id, r);
         self.queue.push_back(Queued::ResyncRead(id));
