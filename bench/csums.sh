@@ -67,23 +67,7 @@ sync
 rows=()
 run_alg() {
     local alg=$1 b0 t0
-    port_a=$(free_port)
-    port_b=$(free_port)
-    cat >"$work/pair.res" <<RES
-resource data {
-  net { protocol C; csums-alg $alg; verify-alg $alg; }
-  on alpha { device /dev/nbd0; disk $work/a.img; address 127.0.0.1:$port_a; meta-disk internal; }
-  on beta { device /dev/nbd0; disk $work/b.img; address 127.0.0.1:$port_b; meta-disk internal; }
-}
-RES
-    rm -rf "${work:?}/alpha" "${work:?}/beta"
-    hadisk "$work/alpha" alpha create-md --force --yes data >/dev/null
-    hadisk "$work/beta" beta create-md --force --yes data >/dev/null
-    start_daemon "$work/alpha" alpha
-    start_daemon "$work/beta" beta
-    hadisk "$work/alpha" alpha up data >/dev/null
-    hadisk "$work/beta" beta up data >/dev/null
-    until [[ $(field "r['peer']['connection']") == Connected ]]; do sleep 0.1; done
+    up_pair "csums-alg $alg; verify-alg $alg;"
     usable=$(field "r['size_bytes']")
 
     # 1. The initial (full) sync by digest: the disks hold the same data.

@@ -96,3 +96,25 @@ start_daemon() {
 field() {
     hadisk "$work/alpha" alpha status --json | py "import json,sys; r=json.load(sys.stdin)['resources'][0]; print($1)"
 }
+
+# up_pair NET_OPTS: fresh metadata on $work/a.img and $work/b.img, both
+# daemons started, `up`, and connected (sets port_a, port_b).
+up_pair() {
+    port_a=$(free_port)
+    port_b=$(free_port)
+    cat >"$work/pair.res" <<RES
+resource data {
+  net { protocol C; $1 }
+  on alpha { device /dev/nbd0; disk $work/a.img; address 127.0.0.1:$port_a; meta-disk internal; }
+  on beta { device /dev/nbd0; disk $work/b.img; address 127.0.0.1:$port_b; meta-disk internal; }
+}
+RES
+    rm -rf "${work:?}/alpha" "${work:?}/beta"
+    hadisk "$work/alpha" alpha create-md --force --yes data >/dev/null
+    hadisk "$work/beta" beta create-md --force --yes data >/dev/null
+    start_daemon "$work/alpha" alpha
+    start_daemon "$work/beta" beta
+    hadisk "$work/alpha" alpha up data >/dev/null
+    hadisk "$work/beta" beta up data >/dev/null
+    until [[ $(field "r['peer']['connection']") == Connected ]]; do sleep 0.1; done
+}

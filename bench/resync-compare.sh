@@ -61,23 +61,7 @@ link_bytes() {
 
 # A new connected pair over a.img and b.img (fresh metadata on both).
 new_pair() {
-    port_a=$(free_port)
-    port_b=$(free_port)
-    cat >"$work/pair.res" <<EOF
-resource data {
-  net { protocol C; }
-  on alpha { device /dev/nbd0; disk $work/a.img; address 127.0.0.1:$port_a; meta-disk internal; }
-  on beta { device /dev/nbd0; disk $work/b.img; address 127.0.0.1:$port_b; meta-disk internal; }
-}
-EOF
-    rm -rf "$work/alpha" "$work/beta"
-    hadisk "$work/alpha" alpha create-md --force --yes data >/dev/null
-    hadisk "$work/beta" beta create-md --force --yes data >/dev/null
-    start_daemon "$work/alpha" alpha
-    start_daemon "$work/beta" beta
-    hadisk "$work/alpha" alpha up data >/dev/null
-    hadisk "$work/beta" beta up data >/dev/null
-    until [[ $(field "r['peer']['connection']") == Connected ]]; do sleep 0.1; done
+    up_pair ""
     uri="nbd+unix:///data?socket=$work/alpha/run/data.nbd"
 }
 
