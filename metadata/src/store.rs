@@ -197,9 +197,8 @@ impl Metadata {
         let slot = 1 - self.active_slot.min(1);
         let area = slot_area(&current.layout, slot);
         self.device
-            .write_at(&next.encode(), current.layout.superblock_slot_offset(slot))
+            .write_at_durable(&next.encode(), current.layout.superblock_slot_offset(slot))
             .map_err(io_err(area, "write"))?;
-        self.device.sync_data().map_err(io_err(area, "sync"))?;
         self.superblock = next;
         self.active_slot = slot;
         self.superblock_fallback = None;
@@ -231,7 +230,7 @@ impl Metadata {
         Ok(self.bitmap_on_disk.clone())
     }
 
-    /// Writes the pages of `bitmap` that differ from the disk, then syncs.
+    /// Writes the pages of `bitmap` that differ from the disk, durably.
     pub fn store_bitmap(&mut self, bitmap: &DirtyBitmap) -> Result<(), MetadataError> {
         let pages = self.bitmap_on_disk.differing_pages(bitmap)?;
         let layout = self.superblock.layout;
@@ -251,17 +250,12 @@ impl Metadata {
                 buf.extend_from_slice(&bitmap.page_bytes(page)?);
             }
             let offset_bytes = layout.bitmap_offset_bytes + first * BITMAP_PAGE_BYTES as u64;
+            // Each run durable on its own: the runs need no order among
+            // themselves, only all before the caller goes on.
             self.device
-                .write_at(&buf, offset_bytes)
+                .write_at_durable(&buf, offset_bytes)
                 .map_err(io_err(Area::Bitmap { offset_bytes }, "write"))?;
         }
-        if pages.is_empty() {
-            return Ok(());
-        }
-        let area = Area::Bitmap {
-            offset_bytes: layout.bitmap_offset_bytes,
-        };
-        self.device.sync_data().map_err(io_err(area, "sync"))?;
         for page in pages {
             self.bitmap_on_disk
                 .load_page(page, &bitmap.page_bytes(page)?)?;
@@ -303,9 +297,8 @@ impl Metadata {
                 offset_bytes,
             };
             self.device
-                .write_at(&tr.encode(), offset_bytes)
+                .write_at_durable(&tr.encode(), offset_bytes)
                 .map_err(io_err(area, "write"))?;
-            self.device.sync_data().map_err(io_err(area, "sync"))?;
             // Advanced per durable transaction: after a failure part-way,
             // the next contexts restate what the disk really holds.
             tr.apply(&mut self.al_table);

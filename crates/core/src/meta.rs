@@ -17,8 +17,8 @@ use crate::resource::{MetaWaiter, Resource};
 
 impl Resource {
     /// Queues a metadata write (with `al` slot changes, if any); every
-    /// write carries the superblock as it is when issued and the changed
-    /// bitmap pages. Returns the sequence of the write that will carry it.
+    /// write carries the changed bitmap pages and, if it changed since the
+    /// last write, the superblock as it is when issued. Returns the sequence of the write that will carry it.
     pub(crate) fn queue_meta(&mut self, al: Option<Vec<SlotChange>>) -> u64 {
         if matches!(self.disk, DiskState::Failed | DiskState::Diskless) {
             // Never durable: whatever waits for it waits until re-attach.
@@ -52,10 +52,16 @@ impl Resource {
             .into_iter()
             .filter_map(|p| self.bitmap.page_bytes(p).ok().map(|b| (p, b)))
             .collect();
+        // A superblock write costs a durable write of its own; AL
+        // transactions (one per new extent) mostly leave it unchanged. A
+        // failed write fails the disk, so what was issued is what is on
+        // disk for as long as metadata is written at all.
+        let superblock = (self.sb_issued != Some(self.sb)).then_some(self.sb);
+        self.sb_issued = Some(self.sb);
         let update = MetaUpdate {
             bitmap_pages,
             al,
-            superblock: Some(self.sb),
+            superblock,
         };
         self.meta_issued += 1;
         let io = self.next_io();

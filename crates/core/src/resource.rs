@@ -283,6 +283,9 @@ pub struct Resource {
     /// extent -> metadata sequence that makes it durably active.
     pub(crate) al_uncommitted: BTreeMap<u32, u64>,
     pub(crate) meta_inflight: Option<(IoId, u64)>,
+    /// The superblock the last issued metadata write carried (`None` until
+    /// the first): an unchanged superblock is not written again.
+    pub(crate) sb_issued: Option<SuperblockState>,
     pub(crate) meta_next: Option<Vec<hadisk_bitmap::SlotChange>>,
     pub(crate) meta_issued: u64,
     pub(crate) meta_done: u64,
@@ -381,6 +384,7 @@ impl Resource {
             progress: None,
             al_uncommitted: BTreeMap::new(),
             meta_inflight: None,
+            sb_issued: None,
             meta_next: None,
             meta_issued: 0,
             meta_done: 0,

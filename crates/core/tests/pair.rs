@@ -366,6 +366,11 @@ fn a_write_into_a_new_extent_waits_for_its_al_transaction() {
     a.write(30, 40 << 20, 4096, 5);
     assert_eq!(a.meta_writes, meta_before + 1);
     assert!(a.has_io(|x| matches!(x, Action::WriteMeta { update, .. } if !update.al.is_empty())));
+    // The superblock did not change since the last metadata write: the AL
+    // transaction does not rewrite it (one durable write, not two).
+    assert!(
+        a.has_io(|x| matches!(x, Action::WriteMeta { update, .. } if update.superblock.is_none()))
+    );
     assert!(
         !a.has_io(|x| matches!(x, Action::WriteLocal { .. })),
         "write issued before the AL transaction"

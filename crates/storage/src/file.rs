@@ -301,6 +301,47 @@ impl BlockDevice for FileDevice {
         self.file.sync_data()
     }
 
+    /// `pwritev2(RWF_DSYNC)`: the kernel writes back and waits for this
+    /// range only, then flushes the device cache (ext4, XFS and block
+    /// devices all sync just the written range for an O_DSYNC write),
+    /// where `fdatasync` would first write back every dirty page of the
+    /// file. Without RWF_DSYNC here: `write_at` + `sync_data`.
+    fn write_at_durable(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
+        check_range(offset_bytes, buf.len() as u64, self.size_bytes)?;
+        self.check_writable()?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = &buf[done..];
+            let offset = libc::off_t::try_from(offset_bytes + done as u64)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
+            let iov = libc::iovec {
+                iov_base: rest.as_ptr().cast_mut().cast(),
+                iov_len: rest.len(),
+            };
+            // SAFETY: one iovec describing `rest`, a live buffer of
+            // `iov_len` bytes that the kernel only reads; the descriptor is
+            // owned by self.file for the duration of the call.
+            let n =
+                unsafe { libc::pwritev2(self.file.as_raw_fd(), &iov, 1, offset, libc::RWF_DSYNC) };
+            match n {
+                n if n > 0 => done += n as usize,
+                0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                _ => {
+                    let err = io::Error::last_os_error();
+                    match err.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => {
+                            self.file.write_all_at(rest, offset_bytes + done as u64)?;
+                            return self.file.sync_data();
+                        }
+                        _ => return Err(err),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn discard(&self, offset_bytes: u64, len_bytes: u64) -> io::Result<()> {
         self.zero_with(offset_bytes, len_bytes, || match self.kind {
             DeviceKind::RegularFile => self.fallocate(
@@ -371,6 +412,14 @@ mod tests {
         assert_eq!(back[103], pattern[103]);
         dev.discard(0, 65536).unwrap();
 
+        // A durable write lands like any other and is range-checked.
+        dev.write_at_durable(&pattern[..4096], 40960).unwrap();
+        let mut page = vec![0u8; 4096];
+        dev.read_at(&mut page, 40960).unwrap();
+        assert_eq!(page, &pattern[..4096]);
+        let err = dev.write_at_durable(&[7, 7], size - 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+
         // The last byte is reachable, one past it is refused.
         dev.write_at(&[7], size - 1).unwrap();
         let err = dev.write_at(&[7, 7], size - 1).unwrap_err();
@@ -437,6 +486,8 @@ mod tests {
             format!("{} was opened read-only", path.display())
         );
         assert!(dev.write_zeroes(0, 512, true).is_err());
+        let err = dev.write_at_durable(&[1], 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     }
 
     #[test]

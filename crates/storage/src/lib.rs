@@ -89,6 +89,16 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()>;
     /// Makes every completed write durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// Writes all of `buf` at `offset_bytes` and makes that range durable
+    /// before returning. Unlike `write_at` + `sync_data` it need not write
+    /// back anything else: metadata updates (an AL transaction, a
+    /// superblock) must not pay for the megabytes of data the page cache
+    /// holds for the rest of the disk. The default is `write_at` +
+    /// `sync_data`.
+    fn write_at_durable(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
+        self.write_at(buf, offset_bytes)?;
+        self.sync_data()
+    }
     /// Tells the device the range is unused (punch hole / BLKDISCARD, else
     /// zeros are written). Contents afterwards are unspecified.
     fn discard(&self, offset_bytes: u64, len_bytes: u64) -> io::Result<()>;
@@ -114,6 +124,9 @@ macro_rules! forward_block_device {
             }
             fn sync_data(&self) -> io::Result<()> {
                 (**self).sync_data()
+            }
+            fn write_at_durable(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
+                (**self).write_at_durable(buf, offset_bytes)
             }
             fn discard(&self, offset_bytes: u64, len_bytes: u64) -> io::Result<()> {
                 (**self).discard(offset_bytes, len_bytes)
