@@ -279,16 +279,19 @@ impl<D: BlockDevice + 'static> Volume for LocalVolume<D> {
     fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes> {
         // A page-cache hit is served in place in every mode: it cannot wait
         // for the disk, so it cannot stall the reactor either.
-        let mut buf = vec![0u8; length_bytes as usize];
-        match self.device.read_at_cached(&mut buf, offset_bytes) {
-            Ok(true) => return Box::pin(std::future::ready(Ok(Bytes::from(buf)))),
-            Ok(false) => {}
+        match self
+            .device
+            .read_vec_cached(length_bytes as usize, offset_bytes)
+        {
+            Ok(Some(buf)) => return Box::pin(std::future::ready(Ok(Bytes::from(buf)))),
+            Ok(None) => {}
             Err(e) => return refused(VolumeError::from(e)),
         }
         // A miss waits for the disk: always on the pool.
         self.run(true, move |device| {
-            device.read_at(&mut buf, offset_bytes)?;
-            Ok(Bytes::from(buf))
+            Ok(Bytes::from(
+                device.read_vec(length_bytes as usize, offset_bytes)?,
+            ))
         })
     }
 

@@ -238,6 +238,56 @@ fn block_device_size(file: &File) -> io::Result<u64> {
     }
 }
 
+impl FileDevice {
+    /// `preadv2` of `len_bytes` into a new buffer's uninitialised capacity
+    /// (`flags` 0 or `RWF_NOWAIT`). `Ok(None)`: with `RWF_NOWAIT`, the
+    /// range is not all cached (or the kernel cannot tell).
+    fn read_uninit(
+        &self,
+        len_bytes: usize,
+        offset_bytes: u64,
+        flags: libc::c_int,
+    ) -> io::Result<Option<Vec<u8>>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len_bytes);
+        let mut done = 0usize;
+        while done < len_bytes {
+            let offset = libc::off_t::try_from(offset_bytes + done as u64)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
+            let rest = &mut buf.spare_capacity_mut()[done..len_bytes];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            // SAFETY: one iovec describing `rest`, capacity owned by `buf`
+            // and not aliased; the kernel only writes into it (no read of
+            // uninitialised bytes); the descriptor is owned by self.file.
+            let n = unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, offset, flags) };
+            match n {
+                n if n > 0 => done += n as usize,
+                // EOF inside the device size: the file shrank under us.
+                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                _ => {
+                    let err = io::Error::last_os_error();
+                    match err.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+                            if flags != 0 =>
+                        {
+                            return Ok(None)
+                        }
+                        _ => return Err(err),
+                    }
+                }
+            }
+        }
+        // SAFETY: the loop ran until the kernel had written all
+        // `len_bytes` bytes of the capacity (each preadv2 result added to
+        // `done`), so they are initialised.
+        unsafe { buf.set_len(len_bytes) };
+        Ok(Some(buf))
+    }
+}
+
 impl BlockDevice for FileDevice {
     fn size_bytes(&self) -> u64 {
         self.size_bytes
@@ -286,6 +336,19 @@ impl BlockDevice for FileDevice {
             }
         }
         Ok(true)
+    }
+
+    fn read_vec(&self, len_bytes: usize, offset_bytes: u64) -> io::Result<Vec<u8>> {
+        check_range(offset_bytes, len_bytes as u64, self.size_bytes)?;
+        match self.read_uninit(len_bytes, offset_bytes, 0)? {
+            Some(buf) => Ok(buf),
+            None => Err(io::Error::other("pread refused a blocking read")),
+        }
+    }
+
+    fn read_vec_cached(&self, len_bytes: usize, offset_bytes: u64) -> io::Result<Option<Vec<u8>>> {
+        check_range(offset_bytes, len_bytes as u64, self.size_bytes)?;
+        self.read_uninit(len_bytes, offset_bytes, libc::RWF_NOWAIT)
     }
 
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
@@ -411,6 +474,16 @@ mod tests {
         assert_eq!(&back[100..103], &[0, 0, 0]);
         assert_eq!(back[103], pattern[103]);
         dev.discard(0, 65536).unwrap();
+
+        // Reads into fresh buffers see the same bytes as read_at.
+        dev.write_at(&pattern, 4096).unwrap();
+        dev.read_at(&mut back, 4096).unwrap();
+        assert!(dev.read_vec(12288, 4096).unwrap() == back[..12288]);
+        assert_eq!(dev.read_vec(1, size - 1).unwrap().len(), 1);
+        assert!(dev.read_vec(2, size - 1).is_err());
+        if let Some(cached) = dev.read_vec_cached(8192, 8192).unwrap() {
+            assert!(cached == back[4096..12288]);
+        }
 
         // A durable write lands like any other and is range-checked.
         dev.write_at_durable(&pattern[..4096], 40960).unwrap();

@@ -85,6 +85,20 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
         let _ = (buf, offset_bytes);
         Ok(false)
     }
+    /// Reads `len_bytes` at `offset_bytes` into a new buffer. The file
+    /// device reads into the buffer's uninitialised capacity: a resync or
+    /// NBD read of 1 MiB does not first zero the megabyte it overwrites.
+    fn read_vec(&self, len_bytes: usize, offset_bytes: u64) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len_bytes];
+        self.read_at(&mut buf, offset_bytes)?;
+        Ok(buf)
+    }
+    /// `read_vec` from the page cache only: `Ok(None)` when that would
+    /// wait for the disk (as `read_at_cached` answers `false`).
+    fn read_vec_cached(&self, len_bytes: usize, offset_bytes: u64) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; len_bytes];
+        Ok(self.read_at_cached(&mut buf, offset_bytes)?.then_some(buf))
+    }
     /// Writes all of `buf` at `offset_bytes`; a short write is an error.
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()>;
     /// Makes every completed write durable (fdatasync).
@@ -118,6 +132,16 @@ macro_rules! forward_block_device {
             }
             fn read_at_cached(&self, buf: &mut [u8], offset_bytes: u64) -> io::Result<bool> {
                 (**self).read_at_cached(buf, offset_bytes)
+            }
+            fn read_vec(&self, len_bytes: usize, offset_bytes: u64) -> io::Result<Vec<u8>> {
+                (**self).read_vec(len_bytes, offset_bytes)
+            }
+            fn read_vec_cached(
+                &self,
+                len_bytes: usize,
+                offset_bytes: u64,
+            ) -> io::Result<Option<Vec<u8>>> {
+                (**self).read_vec_cached(len_bytes, offset_bytes)
             }
             fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
                 (**self).write_at(buf, offset_bytes)

@@ -361,9 +361,12 @@ impl Driver {
                 offset_bytes,
                 len_bytes,
             } => {
-                let mut buf = vec![0u8; len_bytes as usize];
-                match self.io.disk.read_at_cached(&mut buf, offset_bytes) {
-                    Ok(true) => Some(Event::ReadDone {
+                match self
+                    .io
+                    .disk
+                    .read_vec_cached(len_bytes as usize, offset_bytes)
+                {
+                    Ok(Some(buf)) => Some(Event::ReadDone {
                         io,
                         data: Some(Bytes::from(buf)),
                     }),
@@ -561,13 +564,12 @@ impl Driver {
     fn read_pooled(self: &Arc<Self>, io: IoId, offset_bytes: u64, len_bytes: u32) {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len_bytes as usize];
             let data = me
                 .io
                 .disk
-                .read_at(&mut buf, offset_bytes)
+                .read_vec(len_bytes as usize, offset_bytes)
                 .ok()
-                .map(|()| Bytes::from(buf));
+                .map(Bytes::from);
             me.feed_with(|_| Some(Event::ReadDone { io, data }));
         });
     }
@@ -580,14 +582,18 @@ impl Driver {
     fn digest(self: &Arc<Self>, io: IoId, offset_bytes: u64, len_bytes: u32, alg: DigestAlg) {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len_bytes as usize];
-            let result = me.io.disk.read_at(&mut buf, offset_bytes).ok().map(|()| {
-                let digests = Bytes::from(alg.digest_blocks(&buf));
-                Digested {
-                    data: Bytes::from(buf),
-                    digests,
-                }
-            });
+            let result = me
+                .io
+                .disk
+                .read_vec(len_bytes as usize, offset_bytes)
+                .ok()
+                .map(|buf| {
+                    let digests = Bytes::from(alg.digest_blocks(&buf));
+                    Digested {
+                        data: Bytes::from(buf),
+                        digests,
+                    }
+                });
             me.feed_with(|_| Some(Event::DigestDone { io, result }));
         });
     }

@@ -36,6 +36,14 @@ impl BlockDevice for UsableArea {
         check_range(offset_bytes, buf.len() as u64, self.usable_bytes)?;
         self.disk.read_at_cached(buf, offset_bytes)
     }
+    fn read_vec(&self, len_bytes: usize, offset_bytes: u64) -> io::Result<Vec<u8>> {
+        check_range(offset_bytes, len_bytes as u64, self.usable_bytes)?;
+        self.disk.read_vec(len_bytes, offset_bytes)
+    }
+    fn read_vec_cached(&self, len_bytes: usize, offset_bytes: u64) -> io::Result<Option<Vec<u8>>> {
+        check_range(offset_bytes, len_bytes as u64, self.usable_bytes)?;
+        self.disk.read_vec_cached(len_bytes, offset_bytes)
+    }
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
         check_range(offset_bytes, buf.len() as u64, self.usable_bytes)?;
         self.disk.write_at(buf, offset_bytes)
