@@ -364,6 +364,33 @@ impl BlockDevice for FileDevice {
         self.file.sync_data()
     }
 
+    /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: queues the range's dirty
+    /// pages for writeback and returns (works on files and block devices).
+    fn start_writeback(&self, offset_bytes: u64, len_bytes: u64) -> io::Result<()> {
+        check_range(offset_bytes, len_bytes, self.size_bytes)?;
+        if self.read_only || len_bytes == 0 {
+            return Ok(());
+        }
+        let offset = libc::off_t::try_from(offset_bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
+        let len = libc::off_t::try_from(len_bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length exceeds off_t"))?;
+        // SAFETY: no pointers; the descriptor is owned by self.file.
+        let rc = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// `pwritev2(RWF_DSYNC)`: the kernel writes back and waits for this
     /// range only, then flushes the device cache (ext4, XFS and block
     /// devices all sync just the written range for an O_DSYNC write),
@@ -484,6 +511,10 @@ mod tests {
         if let Some(cached) = dev.read_vec_cached(8192, 8192).unwrap() {
             assert!(cached == back[4096..12288]);
         }
+
+        // Write-behind is a range-checked hint.
+        dev.start_writeback(4096, 65536).unwrap();
+        assert!(dev.start_writeback(size, 1).is_err());
 
         // A durable write lands like any other and is range-checked.
         dev.write_at_durable(&pattern[..4096], 40960).unwrap();

@@ -103,6 +103,14 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()>;
     /// Makes every completed write durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// Starts writing the range back to storage without waiting for it
+    /// (write-behind), so that a later `sync_data` has less left to do. A
+    /// hint: the default does nothing, and errors are the caller's to
+    /// ignore (the later `sync_data` reports what matters).
+    fn start_writeback(&self, offset_bytes: u64, len_bytes: u64) -> io::Result<()> {
+        let _ = (offset_bytes, len_bytes);
+        Ok(())
+    }
     /// Writes all of `buf` at `offset_bytes` and makes that range durable
     /// before returning. Unlike `write_at` + `sync_data` it need not write
     /// back anything else: metadata updates (an AL transaction, a
@@ -151,6 +159,9 @@ macro_rules! forward_block_device {
             }
             fn write_at_durable(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
                 (**self).write_at_durable(buf, offset_bytes)
+            }
+            fn start_writeback(&self, offset_bytes: u64, len_bytes: u64) -> io::Result<()> {
+                (**self).start_writeback(offset_bytes, len_bytes)
             }
             fn discard(&self, offset_bytes: u64, len_bytes: u64) -> io::Result<()> {
                 (**self).discard(offset_bytes, len_bytes)

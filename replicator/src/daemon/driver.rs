@@ -36,7 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hadisk_core::{Action, AdminOp, CmdId, CoreError, Digested, Event, IoId, ReqId, Status};
+use hadisk_core::{
+    Action, AdminOp, CmdId, CoreError, Digested, Event, IoId, Replication, ReqId, Status,
+};
 use hadisk_nbd_server::{IoMode, WriteGate};
 use hadisk_peer_proto::{DigestAlg, Message};
 use hadisk_storage::BlockDevice;
@@ -424,11 +426,23 @@ impl Driver {
                         });
                         continue;
                     }
+                    // A SyncTarget ends its resync with a flush of all it
+                    // wrote: resync data written back as it arrives (as
+                    // DRBD's, which goes to the disk) overlaps that flush
+                    // with the copy instead of leaving gigabytes for it.
+                    let behind = !fua
+                        && matches!(
+                            st.core.replication(),
+                            Replication::SyncTarget | Replication::PausedSyncT
+                        );
                     let disk = self.io.disk.clone();
                     self.blocking(io, move || {
                         disk.write_at(&data, offset_bytes)?;
                         if fua {
                             disk.sync_data()?;
+                        }
+                        if behind {
+                            let _ = disk.start_writeback(offset_bytes, data.len() as u64);
                         }
                         Ok(())
                     });

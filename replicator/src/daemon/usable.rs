@@ -51,6 +51,10 @@ impl BlockDevice for UsableArea {
     fn sync_data(&self) -> io::Result<()> {
         self.disk.sync_data()
     }
+    fn start_writeback(&self, offset_bytes: u64, len_bytes: u64) -> io::Result<()> {
+        check_range(offset_bytes, len_bytes, self.usable_bytes)?;
+        self.disk.start_writeback(offset_bytes, len_bytes)
+    }
     fn write_at_durable(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
         check_range(offset_bytes, buf.len() as u64, self.usable_bytes)?;
         self.disk.write_at_durable(buf, offset_bytes)
