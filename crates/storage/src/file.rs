@@ -157,10 +157,7 @@ impl FileDevice {
     }
 
     fn fallocate(&self, mode: libc::c_int, offset_bytes: u64, len_bytes: u64) -> io::Result<()> {
-        let offset = libc::off_t::try_from(offset_bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
-        let len = libc::off_t::try_from(len_bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length exceeds off_t"))?;
+        let (offset, len) = (off_t(offset_bytes)?, off_t(len_bytes)?);
         // SAFETY: fallocate takes a valid open descriptor (owned by self.file
         // for the duration of the call) and plain integers; no memory is shared.
         let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset, len) };
@@ -239,29 +236,42 @@ fn block_device_size(file: &File) -> io::Result<u64> {
 }
 
 impl FileDevice {
-    /// `preadv2` of `len_bytes` into a new buffer's uninitialised capacity
-    /// (`flags` 0 or `RWF_NOWAIT`). `Ok(None)`: with `RWF_NOWAIT`, the
-    /// range is not all cached (or the kernel cannot tell).
-    fn read_uninit(
+    /// `preadv2` until `len_bytes` bytes are at `dst` (`flags` 0 or
+    /// `RWF_NOWAIT`). `Ok(false)`: with `RWF_NOWAIT`, the range is not all
+    /// cached, or the kernel cannot tell (old kernel, file system without
+    /// support): the caller reads with a blocking read instead. A partial
+    /// result continues from where it stopped.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len_bytes` bytes (initialised or
+    /// not) and not aliased for the duration of the call.
+    unsafe fn preadv2_all(
         &self,
+        dst: *mut u8,
         len_bytes: usize,
         offset_bytes: u64,
         flags: libc::c_int,
-    ) -> io::Result<Option<Vec<u8>>> {
-        let mut buf: Vec<u8> = Vec::with_capacity(len_bytes);
+    ) -> io::Result<bool> {
         let mut done = 0usize;
         while done < len_bytes {
-            let offset = libc::off_t::try_from(offset_bytes + done as u64)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
-            let rest = &mut buf.spare_capacity_mut()[done..len_bytes];
+            // SAFETY: `done < len_bytes`, so the result stays inside `dst`.
+            let rest = unsafe { dst.add(done) };
             let iov = libc::iovec {
-                iov_base: rest.as_mut_ptr().cast(),
-                iov_len: rest.len(),
+                iov_base: rest.cast(),
+                iov_len: len_bytes - done,
             };
-            // SAFETY: one iovec describing `rest`, capacity owned by `buf`
-            // and not aliased; the kernel only writes into it (no read of
-            // uninitialised bytes); the descriptor is owned by self.file.
-            let n = unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, offset, flags) };
+            // SAFETY: one iovec inside the caller's `dst` (see the
+            // function's contract); the kernel only writes into it; the
+            // descriptor is owned by self.file for the duration of the call.
+            let n = unsafe {
+                libc::preadv2(
+                    self.file.as_raw_fd(),
+                    &iov,
+                    1,
+                    off_t(offset_bytes + done as u64)?,
+                    flags,
+                )
+            };
             match n {
                 n if n > 0 => done += n as usize,
                 // EOF inside the device size: the file shrank under us.
@@ -273,19 +283,41 @@ impl FileDevice {
                         Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
                             if flags != 0 =>
                         {
-                            return Ok(None)
+                            return Ok(false)
                         }
                         _ => return Err(err),
                     }
                 }
             }
         }
-        // SAFETY: the loop ran until the kernel had written all
-        // `len_bytes` bytes of the capacity (each preadv2 result added to
-        // `done`), so they are initialised.
+        Ok(true)
+    }
+
+    /// `preadv2` of `len_bytes` into a new buffer's uninitialised capacity
+    /// (`flags` 0 or `RWF_NOWAIT`); `Ok(None)` as `preadv2_all`'s `false`.
+    fn read_uninit(
+        &self,
+        len_bytes: usize,
+        offset_bytes: u64,
+        flags: libc::c_int,
+    ) -> io::Result<Option<Vec<u8>>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len_bytes);
+        // SAFETY: the capacity is `len_bytes` bytes owned by `buf`, not
+        // aliased; preadv2_all only writes into it.
+        if !unsafe { self.preadv2_all(buf.as_mut_ptr(), len_bytes, offset_bytes, flags)? } {
+            return Ok(None);
+        }
+        // SAFETY: preadv2_all returned true only once the kernel had
+        // written all `len_bytes` bytes, so they are initialised.
         unsafe { buf.set_len(len_bytes) };
         Ok(Some(buf))
     }
+}
+
+/// An offset or length as the kernel's `off_t`.
+fn off_t(v: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(v)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))
 }
 
 impl BlockDevice for FileDevice {
@@ -303,39 +335,8 @@ impl BlockDevice for FileDevice {
     /// of the range cached) continues from where it stopped.
     fn read_at_cached(&self, buf: &mut [u8], offset_bytes: u64) -> io::Result<bool> {
         check_range(offset_bytes, buf.len() as u64, self.size_bytes)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let rest = &mut buf[done..];
-            let offset = libc::off_t::try_from(offset_bytes + done as u64)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
-            let iov = libc::iovec {
-                iov_base: rest.as_mut_ptr().cast(),
-                iov_len: rest.len(),
-            };
-            // SAFETY: one iovec describing `rest`, a live, exclusively
-            // borrowed buffer of `iov_len` bytes; the descriptor is owned by
-            // self.file for the duration of the call.
-            let n =
-                unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
-            match n {
-                n if n > 0 => done += n as usize,
-                // EOF inside the device size: the file shrank under us.
-                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                _ => {
-                    let err = io::Error::last_os_error();
-                    return match err.raw_os_error() {
-                        // Not cached, or no RWF_NOWAIT here (old kernel,
-                        // file system without support): use read_at.
-                        Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => {
-                            Ok(false)
-                        }
-                        Some(libc::EINTR) => continue,
-                        _ => Err(err),
-                    };
-                }
-            }
-        }
-        Ok(true)
+        // SAFETY: `buf` is a live, exclusively borrowed buffer of its length.
+        unsafe { self.preadv2_all(buf.as_mut_ptr(), buf.len(), offset_bytes, libc::RWF_NOWAIT) }
     }
 
     fn read_vec(&self, len_bytes: usize, offset_bytes: u64) -> io::Result<Vec<u8>> {
@@ -371,10 +372,7 @@ impl BlockDevice for FileDevice {
         if self.read_only || len_bytes == 0 {
             return Ok(());
         }
-        let offset = libc::off_t::try_from(offset_bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
-        let len = libc::off_t::try_from(len_bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length exceeds off_t"))?;
+        let (offset, len) = (off_t(offset_bytes)?, off_t(len_bytes)?);
         // SAFETY: no pointers; the descriptor is owned by self.file.
         let rc = unsafe {
             libc::sync_file_range(
@@ -402,8 +400,7 @@ impl BlockDevice for FileDevice {
         let mut done = 0usize;
         while done < buf.len() {
             let rest = &buf[done..];
-            let offset = libc::off_t::try_from(offset_bytes + done as u64)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
+            let offset = off_t(offset_bytes + done as u64)?;
             let iov = libc::iovec {
                 iov_base: rest.as_ptr().cast_mut().cast(),
                 iov_len: rest.len(),
