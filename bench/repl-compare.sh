@@ -8,11 +8,16 @@
 # next to nbdcopy copying the same bytes between the same two disks.
 #
 # Every target gets SIZE_MIB files of random data (no holes) through the page
-# cache; each target is started once and runs all jobs (target-major order:
-# the pair's initial full sync is paid once, outside the measurement).
+# cache; each target is started once per round and runs all jobs
+# (target-major order: the pair's initial full sync is paid once per round,
+# outside the measurement), with a `sync` before each job so that no job
+# pays for the previous one's dirty pages. With ROUNDS > 1 the whole sweep
+# repeats and each figure is the median of its rounds (single runs on this
+# shared 2-core machine swing by 30 % and more on QD1 and reads).
 #
 # Environment:
 #   RUNTIME_S   seconds per fio job (default 8)
+#   ROUNDS      sweeps over all targets and jobs; figures are medians (default 1)
 #   SIZE_MIB    backing file size (default 1024)
 #   TARGETS     from "nbdkit hadisk pair qemu-mirror" (default: all four)
 #   WORK_DIR    where the images live (default: a fresh dir under /var/tmp)
@@ -24,6 +29,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 RUNTIME_S=${RUNTIME_S:-8}
+ROUNDS=${ROUNDS:-1}
 SIZE_MIB=${SIZE_MIB:-1024}
 FIO_SIZE_MIB=$((SIZE_MIB - 16))
 TARGETS=${TARGETS:-"nbdkit hadisk pair qemu-mirror"}
@@ -114,62 +120,91 @@ start_target() { # name
 }
 
 figures() {
-    python3 - "$1" <<'PY'
+    python3 - "$1" <<'PY2'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 w, r = j["write"], j["read"]
 side = w if w["io_bytes"] > 0 else r
-lat = side["clat_ns"]
+# fio's total latency (submission + completion), as bench/nbd-compare.sh:
+# clat alone depends on which thread ran inside fio's send.
+lat = side["lat_ns"]
 p99 = lat.get("percentile", {}).get("99.000000", 0) / 1000
 print(f"{side['bw_bytes']/1e9:.3f} {side['iops']:.0f} {lat['mean']/1000:.1f} {p99:.1f}")
-PY
+PY2
+}
+
+# median "a b c;d e f;...": per column, the (upper) median of the rows.
+median() {
+    python3 - "$1" <<'PY2'
+import sys
+rows = [r.split() for r in sys.argv[1].split(";") if r]
+print(" ".join(sorted(col, key=float)[len(col) // 2] for col in zip(*rows)))
+PY2
 }
 
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$work/seed.img"
 declare -A result
+sync_runs=""
+copy_runs=""
 sync_line=""
-for target in $TARGETS; do
-    cp "$work/seed.img" "$work/a.img"
-    cp "$work/seed.img" "$work/b.img"
-    sync
-    start_target "$target"
-    if [[ $target == pair ]]; then
-        sync_mbs=$(python3 -c "print(f'{$usable / $sync_s / 1e6:.0f}')")
-        echo "pair: initial full sync of $usable bytes in ${sync_s} s = $sync_mbs MB/s" >&2
-    fi
-    for entry in "${jobs[@]}"; do
-        job=${entry%%|*}
-        run_fio "$uri" "$job" "${entry#*|}" "$work/$target.$job.json"
-        result[$target.$job]=$(figures "$work/$target.$job.json")
-        echo "$target $job: ${result[$target.$job]}" >&2
+for round in $(seq 1 "$ROUNDS"); do
+    for target in $TARGETS; do
+        cp "$work/seed.img" "$work/a.img"
+        cp "$work/seed.img" "$work/b.img"
+        # No stale sockets of the previous round (a server refuses to bind
+        # them, and a daemon's control socket must be its own).
+        rm -rf "$work"/*.sock "${work:?}/alpha" "${work:?}/beta"
+        sync
+        start_target "$target"
+        if [[ $target == pair ]]; then
+            sync_mbs=$(python3 -c "print(f'{$usable / $sync_s / 1e6:.0f}')")
+            sync_runs+="$sync_mbs;"
+            echo "round $round pair: initial full sync of $usable bytes in ${sync_s} s = $sync_mbs MB/s" >&2
+        fi
+        for entry in "${jobs[@]}"; do
+            job=${entry%%|*}
+            sync
+            run_fio "$uri" "$job" "${entry#*|} --lat_percentiles=1" "$work/$target.$job.json"
+            figs=$(figures "$work/$target.$job.json")
+            result[$target.$job]+="$figs;"
+            echo "round $round $target $job: $figs" >&2
+        done
+        if [[ $target == pair ]]; then
+            # Protocol C: after the writes, both disks' usable areas are equal.
+            a_sum=$(head -c "$usable" "$work/a.img" | sha256sum | cut -d' ' -f1)
+            b_sum=$(head -c "$usable" "$work/b.img" | sha256sum | cut -d' ' -f1)
+            [[ $a_sum == "$b_sum" ]] || { echo "pair: the disks differ after the run" >&2; exit 1; }
+        fi
+        stop_all
     done
-    if [[ $target == pair ]]; then
-        # Protocol C: after the writes, both disks' usable areas are equal.
-        a_sum=$(head -c "$usable" "$work/a.img" | sha256sum | cut -d' ' -f1)
-        b_sum=$(head -c "$usable" "$work/b.img" | sha256sum | cut -d' ' -f1)
-        [[ $a_sum == "$b_sum" ]] || { echo "pair: the disks differ after the run" >&2; exit 1; }
-    fi
-    stop_all
-done
 
-if [[ " $TARGETS " == *" pair "* ]]; then
-    # nbdcopy copying the same bytes between the same two disks, each
-    # exported by nbdkit (one NBD connection per side, as the link is one).
-    cp "$work/seed.img" "$work/a.img"
-    sync
-    nbdkit -f -U "$work/src.sock" file "$work/a.img" >/dev/null 2>&1 &
-    pids+=($!)
-    nbdkit -f -U "$work/dst.sock" file "$work/b.img" >/dev/null 2>&1 &
-    pids+=($!)
-    wait_uri "nbd+unix:///?socket=$work/src.sock"
-    wait_uri "nbd+unix:///?socket=$work/dst.sock"
-    t0=$(date +%s.%N)
-    # The whole files (this nbdcopy has no --length): the usable area plus
-    # the small metadata area; throughput is per byte either way.
-    nbdcopy "nbd+unix:///?socket=$work/src.sock" "nbd+unix:///?socket=$work/dst.sock"
-    copy_s=$(python3 -c "import time; print(time.time() - $t0)")
-    stop_all
-    copy_mbs=$(python3 -c "print(f'{$SIZE_MIB * 1048576 / $copy_s / 1e6:.0f}')")
+    if [[ " $TARGETS " == *" pair "* ]]; then
+        # nbdcopy copying the same bytes between the same two disks, each
+        # exported by nbdkit (one NBD connection per side, as the link is one).
+        cp "$work/seed.img" "$work/a.img"
+        rm -f "$work"/*.sock
+        sync
+        nbdkit -f -U "$work/src.sock" file "$work/a.img" >/dev/null 2>&1 &
+        pids+=($!)
+        nbdkit -f -U "$work/dst.sock" file "$work/b.img" >/dev/null 2>&1 &
+        pids+=($!)
+        wait_uri "nbd+unix:///?socket=$work/src.sock"
+        wait_uri "nbd+unix:///?socket=$work/dst.sock"
+        t0=$(date +%s.%N)
+        # The whole files (this nbdcopy has no --length): the usable area plus
+        # the small metadata area; throughput is per byte either way.
+        nbdcopy "nbd+unix:///?socket=$work/src.sock" "nbd+unix:///?socket=$work/dst.sock"
+        copy_s=$(python3 -c "import time; print(time.time() - $t0)")
+        stop_all
+        copy_mbs=$(python3 -c "print(f'{$SIZE_MIB * 1048576 / $copy_s / 1e6:.0f}')")
+        copy_runs+="$copy_mbs;"
+        echo "round $round nbdcopy: $copy_mbs MB/s" >&2
+    fi
+done
+for key in "${!result[@]}"; do result[$key]=$(median "${result[$key]}"); done
+if [[ -n $sync_runs ]]; then
+    sync_mbs=$(median "$sync_runs")
+    copy_mbs=$(median "$copy_runs")
     sync_line="| initial full sync of $((usable >> 20)) MiB | MB/s | $sync_mbs | nbdcopy between the same two disks (nbdkit both sides): $copy_mbs MB/s | $(python3 -c "print(f'{$sync_mbs / $copy_mbs:.2f}x')") of nbdcopy |"
 fi
 
@@ -202,8 +237,9 @@ table=$(
 )
 note="Produced by \`bench/repl-compare.sh\`: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared), \
 ${SIZE_MIB} MiB random-filled files on $(df -T "$work" | awk 'NR==2{print $2}'), page cache, \
-fio ioengine=nbd over a Unix socket, ${FIO_SIZE_MIB} MiB range, ${RUNTIME_S} s per job, one round, \
-target-major order (each server started once for all jobs). pair = two hadisk daemons on \
+fio ioengine=nbd over a Unix socket, ${FIO_SIZE_MIB} MiB range, ${RUNTIME_S} s per job, median of ${ROUNDS} round(s), \
+target-major order (each server started once per round for all jobs, \`sync\` before each job), \
+latency = fio's total latency (lat, not clat). pair = two hadisk daemons on \
 loopback, protocol C (a write completes when both disks have it), the Primary's export measured \
 after the initial full sync; hadisk = one daemon, a Primary with no peer; qemu-mirror = \
 qemu-storage-daemon quorum (vote-threshold 2) of a local raw file and qemu-nbd over loopback TCP. \

@@ -75,6 +75,26 @@ fn initial_sync_then_nbdcopy_and_fio_leave_identical_disks() {
         ],
     );
     assert!(ok && !out.contains("verify: bad"), "fio:\n{out}\n{err}");
+    // 1 MiB writes, 8 in flight: their payloads go from the client's socket
+    // into pipes, to the local disk and over the link by splice, and on
+    // the peer from its socket into pipes (several per payload) and disk.
+    let (ok, out, err) = run_cmd(
+        "fio",
+        &[
+            "--name=large",
+            "--ioengine=nbd",
+            &format!("--uri={}", pair.a.uri(RES)),
+            "--rw=write",
+            "--bs=1M",
+            "--iodepth=8",
+            "--offset=80M",
+            "--size=32M",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_state_save=0",
+        ],
+    );
+    assert!(ok && !out.contains("verify: bad"), "fio:\n{out}\n{err}");
     // The copy is readable back through the Primary.
     let back = pair.a.path("back.bin");
     sh("nbdcopy", &[&pair.a.uri(RES), back.to_str().unwrap()]);

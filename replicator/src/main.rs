@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Daemon) {
         keep_freed_buffers();
+        raise_descriptor_limit();
     }
     init_tracing(matches!(
         cli.command,
@@ -54,5 +55,24 @@ fn keep_freed_buffers() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+/// Large write payloads travel in pipes (two descriptors each, several
+/// pipes per payload in flight: `hadisk_payload`), so the daemon takes the
+/// descriptor limit it is allowed (soft = hard), as servers with many
+/// connections do. Running out is not fatal either way: a payload that
+/// finds no descriptor for a pipe is held in memory instead.
+fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for the kernel to fill, then read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use hadisk_bitmap::{DirtyBitmap, SlotChange};
-use hadisk_peer_proto::{DigestAlg, Message, Uuids};
+use hadisk_peer_proto::{DigestAlg, Message, Payload, Uuids};
 
 use crate::CoreError;
 
@@ -59,7 +59,7 @@ pub enum Event {
     ClientWrite {
         req: ReqId,
         offset_bytes: u64,
-        data: Bytes,
+        data: Payload,
         fua: bool,
     },
     /// A client flush (NBD FLUSH).
@@ -133,7 +133,7 @@ pub enum Action {
     WriteLocal {
         io: IoId,
         offset_bytes: u64,
-        data: Bytes,
+        data: Payload,
         fua: bool,
     },
     /// Flush the local disk.

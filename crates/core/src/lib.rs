@@ -84,7 +84,7 @@
 //! let done = r.handle(1, Event::IoDone { io, ok: true });
 //! assert!(done.contains(&Action::AdminDone { cmd: CmdId(1), result: Ok(()) }));
 //! // A write into a new extent: the AL transaction first, then the write.
-//! let write = Event::ClientWrite { req: ReqId(7), offset_bytes: 0, data: Bytes::from(vec![1; 4096]), fua: false };
+//! let write = Event::ClientWrite { req: ReqId(7), offset_bytes: 0, data: Bytes::from(vec![1; 4096]).into(), fua: false };
 //! let Some(Action::WriteMeta { io: al, .. }) = r.handle(2, write).into_iter().next() else { panic!() };
 //! let Some(Action::WriteLocal { io, .. }) = r.handle(3, Event::IoDone { io: al, ok: true }).into_iter().next() else { panic!() };
 //! // No peer: the block is marked for the resync, the write completes.

@@ -9,8 +9,7 @@
 //! * Nothing is acknowledged on a link other than the one the request came
 //!   on.
 
-use bytes::Bytes;
-use hadisk_peer_proto::{DiskState, Message, Role};
+use hadisk_peer_proto::{DiskState, Message, Payload, Role};
 
 use crate::event::{Action, IoId};
 use crate::resource::{Link, PeerFlush, PeerWrite, Queued, Resource};
@@ -20,7 +19,7 @@ impl Resource {
         &mut self,
         seq: u64,
         offset_bytes: u64,
-        data: Bytes,
+        data: Payload,
         fua: bool,
         resync: bool,
     ) {

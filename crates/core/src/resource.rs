@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use hadisk_bitmap::{ActivityLog, DirtyBitmap, BLOCK_BYTES};
 use hadisk_peer_proto::frame::SECTOR_BYTES;
-use hadisk_peer_proto::{DigestAlg, DiskState, Message, Params, Role, Uuids};
+use hadisk_peer_proto::{DigestAlg, DiskState, Message, Params, Payload, Role, Uuids};
 
 use crate::csums::CsumWait;
 use crate::event::{Action, Attached, CmdId, Event, IoId, ReqId, SuperblockState};
@@ -125,7 +125,7 @@ pub(crate) enum Queued {
 pub(crate) struct AppWrite {
     pub req: ReqId,
     pub offset_bytes: u64,
-    pub data: Bytes,
+    pub data: Payload,
     pub fua: bool,
     pub stage: WriteStage,
     pub local_ok: Option<bool>,
@@ -151,7 +151,7 @@ pub(crate) enum WriteStage {
 pub(crate) struct PeerWrite {
     pub seq: u64,
     pub offset_bytes: u64,
-    pub data: Bytes,
+    pub data: Payload,
     pub fua: bool,
     pub resync: bool,
     /// Receive order, for flush ordering.
@@ -503,7 +503,7 @@ impl Resource {
                 seq,
                 offset_bytes,
                 data,
-            } => self.peer_data(seq, offset_bytes, data, false, true),
+            } => self.peer_data(seq, offset_bytes, data.into(), false, true),
             Message::WriteAck { seq } => self.peer_ack(seq, true),
             Message::NegAck { seq } => self.peer_ack(seq, false),
             Message::Flush { seq } => self.peer_flush(seq),

@@ -14,15 +14,14 @@
 //! * The core flushes on its own when `max_unstable` operations are
 //!   unstable or the AL has no free slot, so pinned extents are released.
 
-use bytes::Bytes;
-use hadisk_peer_proto::{DiskState, Message, Role};
+use hadisk_peer_proto::{DiskState, Message, Payload, Role};
 
 use crate::event::{Action, IoId, ReqId};
 use crate::resource::{AppWrite, FlushOp, FlushThen, Link, Queued, Resource, Unstable, WriteStage};
 use crate::CoreError;
 
 impl Resource {
-    pub(crate) fn client_write(&mut self, req: ReqId, offset_bytes: u64, data: Bytes, fua: bool) {
+    pub(crate) fn client_write(&mut self, req: ReqId, offset_bytes: u64, data: Payload, fua: bool) {
         let len = data.len() as u64;
         // A Primary that is SyncTarget leaves room for its own writes.
         self.rate.app_io(self.now_ms, len);

@@ -112,7 +112,7 @@ impl Node {
                 data,
                 ..
             } => {
-                for (i, chunk) in data.chunks(SECTOR as usize).enumerate() {
+                for (i, chunk) in data.to_bytes().unwrap().chunks(SECTOR as usize).enumerate() {
                     self.disk.insert(offset_bytes / SECTOR + i as u64, chunk[0]);
                 }
                 self.ev(Event::IoDone { io, ok: true });
@@ -166,7 +166,7 @@ impl Node {
         self.ev(Event::ClientWrite {
             req: ReqId(req),
             offset_bytes: offset,
-            data,
+            data: data.into(),
             fua: false,
         });
     }

@@ -125,7 +125,7 @@ pub(crate) async fn serve<R, W>(
     close: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError>
 where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: crate::splice::SpliceRead,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);

@@ -12,11 +12,14 @@
 mod connection;
 mod local;
 mod server;
+mod splice;
 mod transmission;
 mod volume;
 
 pub use connection::HANDSHAKE_TIMEOUT_MS;
+pub use hadisk_storage::Payload;
 pub use local::{IoMode, LocalVolume, WriteGate, WriteStart};
 pub use server::{Server, ServerError, MAX_CONNECTIONS};
-pub use transmission::{MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_REQUESTS};
+pub use splice::{SpliceRead, SPLICE_MIN_BYTES};
+pub use transmission::{MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_REQUESTS, SPLICE_MAX_BYTES};
 pub use volume::{ExportInfo, ExportRegistry, Volume, VolumeError, VolumeFuture};

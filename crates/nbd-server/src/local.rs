@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use hadisk_storage::BlockDevice;
+use hadisk_storage::{BlockDevice, Payload};
 
 use crate::volume::{Volume, VolumeError, VolumeFuture};
 use tracing::debug;
@@ -276,6 +276,12 @@ impl<D: BlockDevice + 'static> Volume for LocalVolume<D> {
         true
     }
 
+    fn accepts_pipes(&self) -> bool {
+        // A file device splices a pipe into the page cache; others copy it
+        // out, which is what the server would otherwise have done.
+        true
+    }
+
     fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes> {
         // A page-cache hit is served in place in every mode: it cannot wait
         // for the disk, so it cannot stall the reactor either.
@@ -295,14 +301,14 @@ impl<D: BlockDevice + 'static> Volume for LocalVolume<D> {
         })
     }
 
-    fn write(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
+    fn write(&self, offset_bytes: u64, data: Payload, fua: bool) -> VolumeFuture<()> {
         if let Err(e) = self.writable() {
             return refused(e);
         }
         let gate = Arc::clone(&self.gate);
         self.run(fua, move |device| {
             let start = gate.start();
-            device.write_at(&data, offset_bytes)?;
+            device.write_payload(&data, offset_bytes)?;
             gate.finish(start, data.len());
             if fua {
                 device.sync_data()?;
@@ -400,13 +406,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_payload_in_a_pipe_is_spliced_into_a_file_device_in_every_mode() {
+        for mode in [IoMode::Blocking, IoMode::Inline, IoMode::Adaptive] {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            file.as_file().set_len(1 << 20).unwrap();
+            let device = Arc::new(hadisk_storage::FileDevice::open(file.path(), false).unwrap());
+            let volume = LocalVolume::whole(device, false, mode);
+            let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 253) as u8).collect();
+            let pipe = hadisk_storage::PipeData::from_bytes(&data).unwrap();
+            volume.write(65536, pipe.into(), true).await.unwrap();
+            assert_eq!(volume.read(65536, data.len() as u32).await.unwrap(), data);
+            assert!(volume.read(0, 65536).await.unwrap().iter().all(|&b| b == 0));
+        }
+    }
+
+    #[tokio::test]
     async fn every_mode_writes_reads_zeroes_and_refuses_when_read_only() {
         for mode in [IoMode::Blocking, IoMode::Inline, IoMode::Adaptive] {
             let device = Arc::new(MemDevice::new(1 << 20));
             let volume = LocalVolume::new(Arc::clone(&device), 1 << 19, false, mode).unwrap();
             assert_eq!(volume.size_bytes(), 1 << 19);
             let data = Bytes::from(vec![7u8; 8192]);
-            volume.write(4096, data.clone(), true).await.unwrap();
+            volume.write(4096, data.clone().into(), true).await.unwrap();
             assert_eq!(volume.read(4096, 8192).await.unwrap(), data);
             volume.write_zeroes(4096, 4096, true, false).await.unwrap();
             let back = volume.read(4096, 8192).await.unwrap();
@@ -414,7 +435,10 @@ mod tests {
             assert!(back[4096..].iter().all(|&b| b == 7));
             volume.flush().await.unwrap();
             let read_only = LocalVolume::whole(Arc::clone(&device), true, mode);
-            let err = read_only.write(0, data.clone(), false).await.unwrap_err();
+            let err = read_only
+                .write(0, data.clone().into(), false)
+                .await
+                .unwrap_err();
             assert_eq!(err.errno(), hadisk_nbd_proto::Errno::Perm);
         }
         let too_big = LocalVolume::new(Arc::new(MemDevice::new(4096)), 8192, false, IoMode::Inline);

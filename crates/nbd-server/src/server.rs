@@ -301,7 +301,7 @@ async fn accept_loop<A, F, R, W>(shared: Arc<Shared>, label: String, mut accept:
 where
     A: FnMut() -> F,
     F: std::future::Future<Output = io::Result<(R, W, String)>>,
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    R: crate::splice::SpliceRead,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut stop = shared.stop_accepting.subscribe();

@@ -16,6 +16,14 @@
 //!   data from the volume's `Bytes`, never copied), in completion order, i.e.
 //!   out of order with respect to the requests.
 //!
+//! Large WRITE payloads ([`SPLICE_MIN_BYTES`] to [`SPLICE_MAX_BYTES`]) are
+//! not read into memory when the volume accepts pipes: once the request's
+//! header is in, the rest of its payload is `splice`d from the socket into
+//! a pipe and handed to the volume as [`Payload::Pipe`]; the next read then
+//! takes one request header only, so that the next payload is not read
+//! into memory either. A payload that does not fit its pipe falls back to
+//! memory (see `hadisk_payload`).
+//!
 //! Because reading and writing progress independently, a client that sends
 //! a long pipeline before reading any reply cannot deadlock the connection.
 //!
@@ -44,11 +52,13 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, Bytes, BytesMut};
 use hadisk_nbd_proto::limits::MAX_PAYLOAD_BYTES;
 use hadisk_nbd_proto::{encode_simple_reply, validate, wire, Errno, Request, ValidatedRequest};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use hadisk_storage::{Filled, Payload, PipeFill};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::connection::ConnectionError;
+use crate::splice::{SpliceRead, SPLICE_MIN_BYTES};
 use crate::volume::{Volume, VolumeError, VolumeFuture};
 
 /// Bound on the payload bytes of the requests in flight on one connection
@@ -75,6 +85,15 @@ const MIN_READ_SPARE_BYTES: usize = 16 * 1024;
 /// Most replies gathered into one vectored write (each takes up to two
 /// iovecs; Linux's IOV_MAX is 1024).
 const MAX_REPLIES_PER_WRITE: usize = 256;
+
+/// Payloads above this are read into memory: one is held in a chain of at
+/// most `hadisk_payload::MAX_SEGMENTS` pipes of 256 page slots each (an
+/// unprivileged pipe's maximum), and a socket's fragments may be smaller
+/// than a page.
+pub const SPLICE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Payloads that did not fit their pipe before a connection stops trying.
+const SPLICE_FALLBACKS_MAX: u32 = 8;
 
 /// A completed request, waiting to be written.
 struct Reply {
@@ -118,9 +137,22 @@ enum Reading {
     CloseRequested,
 }
 
+/// A WRITE whose payload is being spliced into a pipe.
+struct Splicing {
+    request: Request,
+    cost_bytes: usize,
+    fill: PipeFill,
+}
+
+/// What the socket gave: bytes into the buffer, or payload into the pipe.
+enum Input {
+    Read(io::Result<usize>),
+    Spliced(io::Result<Filled>),
+}
+
 /// What one turn of the event loop produced.
 enum Event {
-    Read(io::Result<usize>),
+    Input(Input),
     Completed(Vec<Reply>),
     Wrote(io::Result<usize>),
     Close,
@@ -141,6 +173,15 @@ struct Transmission {
     reading: Reading,
     /// The next request's cost does not fit: wait for replies to go out.
     blocked: bool,
+    /// The payload being spliced, if any.
+    splicing: Option<Splicing>,
+    /// The next read takes one request header only (a payload was just
+    /// spliced: the next may be too).
+    header_only: bool,
+    /// Payloads may be spliced on this connection.
+    splice_ok: bool,
+    /// Payloads that did not fit their pipe.
+    splice_fallbacks: u32,
 }
 
 /// Serves requests until the client leaves or a close is requested.
@@ -152,9 +193,10 @@ pub(crate) async fn run<R, W>(
     mut close: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError>
 where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: SpliceRead,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let splice_ok = volume.accepts_pipes();
     let mut t = Transmission {
         volume,
         buf,
@@ -165,6 +207,10 @@ where
         pending: Vec::new(),
         reading: Reading::Open,
         blocked: false,
+        splicing: None,
+        header_only: false,
+        splice_ok,
+        splice_fallbacks: 0,
     };
     // Requests that arrived together with the end of the negotiation.
     t.process()?;
@@ -176,7 +222,7 @@ where
             break;
         }
         let can_read = t.reading == Reading::Open && !t.blocked;
-        if can_read {
+        if can_read && t.splicing.is_none() {
             t.reserve();
         }
         let may_complete = !t.pending.is_empty();
@@ -184,11 +230,12 @@ where
         let event = {
             let iov = gather(&t.out, t.front_written);
             let has_output = !iov.is_empty();
+            let input = input(&mut reader, &mut t.buf, &mut t.splicing, t.header_only);
             tokio::select! {
                 biased;
                 wrote = writer.write_vectored(&iov), if has_output => Event::Wrote(wrote),
                 replies = completions(&mut t.pending), if may_complete => Event::Completed(replies),
-                read = reader.read_buf(&mut t.buf), if can_read => Event::Read(read),
+                got = input, if can_read => Event::Input(got),
                 _ = close.changed(), if may_close => Event::Close,
             }
         };
@@ -196,9 +243,15 @@ where
             Event::Wrote(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
             Event::Wrote(Ok(n)) => t.written(n)?,
             Event::Completed(replies) => t.out.extend(replies),
-            Event::Read(Ok(0)) => t.end_of_input()?,
-            Event::Read(Ok(_)) => t.process()?,
-            Event::Wrote(Err(e)) | Event::Read(Err(e)) => return client_gone(e),
+            Event::Input(Input::Read(Ok(0))) => t.end_of_input()?,
+            Event::Input(Input::Read(Ok(_))) => {
+                t.header_only = false;
+                t.process()?
+            }
+            Event::Input(Input::Spliced(Ok(filled))) => t.spliced(filled)?,
+            Event::Wrote(Err(e))
+            | Event::Input(Input::Read(Err(e)))
+            | Event::Input(Input::Spliced(Err(e))) => return client_gone(e),
             Event::Close => t.reading = Reading::CloseRequested,
         }
     }
@@ -210,6 +263,26 @@ where
     // Best effort: the client may already have closed its side.
     let _ = writer.shutdown().await;
     Ok(())
+}
+
+/// Reads into `buf` (one request header only when `header_only`), or, while
+/// a payload is being spliced, moves the socket's data into its pipe.
+async fn input<R: SpliceRead>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    splicing: &mut Option<Splicing>,
+    header_only: bool,
+) -> Input {
+    if let Some(s) = splicing {
+        return Input::Spliced(
+            std::future::poll_fn(|cx| reader.poll_splice(cx, &mut s.fill)).await,
+        );
+    }
+    if header_only && buf.len() < wire::REQUEST_HEADER_BYTES {
+        let want = (wire::REQUEST_HEADER_BYTES - buf.len()) as u64;
+        return Input::Read(reader.take(want).read_buf(buf).await);
+    }
+    Input::Read(reader.read_buf(buf).await)
 }
 
 /// A client that leaves with replies pending is normal, not an error.
@@ -309,15 +382,99 @@ impl Transmission {
                 return Ok(());
             }
             if self.buf.len() < wire::REQUEST_HEADER_BYTES + payload_bytes {
+                self.maybe_splice(request, cost_bytes);
                 return Ok(());
             }
             self.buf.advance(wire::REQUEST_HEADER_BYTES);
             let payload = self.buf.split_to(payload_bytes).freeze();
             self.in_flight_bytes += cost_bytes;
             self.in_flight_requests += 1;
-            self.dispatch(request, payload, cost_bytes);
+            self.dispatch(request, Payload::Bytes(payload), cost_bytes);
         }
         Ok(())
+    }
+
+    /// Starts splicing the rest of an admitted WRITE's payload into a pipe
+    /// when that is worth it: a large payload of which less than half is
+    /// buffered (the buffered part is copied into the pipe).
+    fn maybe_splice(&mut self, request: Request, cost_bytes: usize) {
+        let payload_bytes = request.payload_bytes() as usize;
+        let buffered = self.buf.len().saturating_sub(wire::REQUEST_HEADER_BYTES);
+        if !self.splice_ok
+            || !(SPLICE_MIN_BYTES..=SPLICE_MAX_BYTES).contains(&payload_bytes)
+            || buffered >= payload_bytes / 2
+        {
+            return;
+        }
+        let mut fill = match PipeFill::new(payload_bytes) {
+            Ok(fill) => fill,
+            Err(e) => {
+                debug!(error = %e, "no pipe for a payload: reading payloads into memory");
+                self.splice_ok = false;
+                return;
+            }
+        };
+        if let Err(e) = fill.push_bytes(&self.buf[wire::REQUEST_HEADER_BYTES..]) {
+            debug!(error = %e, "a payload's start did not fit its pipe");
+            return;
+        }
+        self.buf.clear();
+        self.in_flight_bytes += cost_bytes;
+        self.in_flight_requests += 1;
+        self.splicing = Some(Splicing {
+            request,
+            cost_bytes,
+            fill,
+        });
+    }
+
+    /// Accounts for a splice into the payload's pipe; a full payload is
+    /// dispatched, one that does not fit goes back to the buffer.
+    fn spliced(&mut self, filled: Filled) -> Result<(), ConnectionError> {
+        let Some(s) = self.splicing.take() else {
+            return Ok(());
+        };
+        match filled {
+            Filled::Moved(_) => match s.fill.finish() {
+                Ok(data) => {
+                    self.dispatch(s.request, Payload::from(data), s.cost_bytes);
+                    self.header_only = true;
+                    // Nothing else is buffered; tell the volume the batch ended.
+                    self.process()
+                }
+                Err(fill) => {
+                    self.splicing = Some(Splicing { fill, ..s });
+                    Ok(())
+                }
+            },
+            Filled::PipeFull => {
+                debug!(
+                    len = s.request.payload_bytes(),
+                    missing = s.fill.remaining(),
+                    "a payload did not fit its pipe: reading the rest into memory"
+                );
+                // Back to the ordinary path: header and what the pipe has
+                // into the buffer, the rest read as usual.
+                self.splice_fallbacks += 1;
+                if self.splice_fallbacks >= SPLICE_FALLBACKS_MAX {
+                    debug!("payloads do not fit pipes here: reading them into memory");
+                    self.splice_ok = false;
+                }
+                self.in_flight_bytes -= s.cost_bytes;
+                self.in_flight_requests -= 1;
+                let start = s.fill.into_vec()?;
+                let mut buf = BytesMut::with_capacity(
+                    wire::REQUEST_HEADER_BYTES + s.request.payload_bytes() as usize,
+                );
+                buf.extend_from_slice(&s.request.encode());
+                buf.extend_from_slice(&start);
+                self.buf = buf;
+                self.process()
+            }
+            Filled::Eof => Err(ConnectionError::Truncated {
+                missing_bytes: s.fill.remaining(),
+            }),
+        }
     }
 
     fn admit(&self, cost_bytes: usize) -> bool {
@@ -341,7 +498,7 @@ impl Transmission {
     }
 
     /// Starts one request.
-    fn dispatch(&mut self, request: Request, payload: Bytes, cost_bytes: usize) {
+    fn dispatch(&mut self, request: Request, payload: Payload, cost_bytes: usize) {
         let cookie = request.cookie;
         let validated = match validate(&request, self.volume.size_bytes(), self.volume.read_only())
         {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hadisk_nbd_proto::Errno;
+use hadisk_storage::Payload;
 
 /// A volume operation's future.
 pub type VolumeFuture<T> = Pin<Box<dyn Future<Output = Result<T, VolumeError>> + Send + 'static>>;
@@ -76,7 +77,13 @@ pub trait Volume: Send + Sync + 'static {
     /// Reads `length_bytes` at `offset_bytes`.
     fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes>;
     /// Writes `data` at `offset_bytes`; durable before completion when `fua`.
-    fn write(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()>;
+    fn write(&self, offset_bytes: u64, data: Payload, fua: bool) -> VolumeFuture<()>;
+    /// The server may hand large WRITE payloads over in a pipe
+    /// ([`Payload::Pipe`], `splice`d from the socket, never copied through
+    /// memory). A volume that only wants bytes in memory says no.
+    fn accepts_pipes(&self) -> bool {
+        false
+    }
     /// Makes every completed write durable.
     fn flush(&self) -> VolumeFuture<()>;
     /// Discards a range (contents afterwards unspecified).

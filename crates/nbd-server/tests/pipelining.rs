@@ -48,7 +48,12 @@ impl Volume for GatedVolume {
             Ok(Bytes::from(vec![block as u8; length_bytes as usize]))
         })
     }
-    fn write(&self, _offset_bytes: u64, _data: Bytes, _fua: bool) -> VolumeFuture<()> {
+    fn write(
+        &self,
+        _offset_bytes: u64,
+        _data: hadisk_nbd_server::Payload,
+        _fua: bool,
+    ) -> VolumeFuture<()> {
         self.writes_started.fetch_add(1, Ordering::SeqCst);
         let permits = Arc::clone(&self.write_permits);
         Box::pin(async move {

@@ -62,6 +62,7 @@
 //! * `WriteAck`, `NegAck`, `Flush`, `FlushAck`, `Ping`, `PingAck`: empty.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use hadisk_payload::Payload;
 
 use crate::digest::{blocks_in, DigestAlg, MAX_DIGEST_LEN};
 use crate::state::{DiskState, Role, Uuids};
@@ -285,7 +286,7 @@ pub enum Message {
     Data {
         seq: u64,
         offset_bytes: u64,
-        data: Bytes,
+        data: Payload,
         fua: bool,
     },
     /// The mirrored write `seq` (a `Data`) is on the peer's disk.
@@ -413,11 +414,12 @@ pub enum Message {
 }
 
 /// An encoded frame: the header and the payload, to be written with a
-/// vectored write. `payload` shares the caller's buffer (no copy).
+/// vectored write (or, for a pipe payload, `splice`). `payload` shares the
+/// caller's buffer or pipe (no copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedFrame {
     pub header: [u8; HEADER_LEN],
-    pub payload: Bytes,
+    pub payload: Payload,
 }
 
 impl EncodedFrame {
@@ -426,10 +428,13 @@ impl EncodedFrame {
         HEADER_LEN + self.payload.len()
     }
 
-    /// Appends header and payload to `dst` (copies; for small frames and tests).
-    pub fn write_to(&self, dst: &mut BytesMut) {
+    /// Appends header and payload to `dst` (copies, also out of a pipe; for
+    /// small frames and tests).
+    pub fn write_to(&self, dst: &mut BytesMut) -> std::io::Result<()> {
+        let payload = self.payload.to_bytes()?;
         dst.extend_from_slice(&self.header);
-        dst.extend_from_slice(&self.payload);
+        dst.extend_from_slice(&payload);
+        Ok(())
     }
 }
 
@@ -444,7 +449,11 @@ impl Message {
     /// Encodes the message. Panics never; lengths the header cannot carry
     /// are rejected.
     pub fn encode(&self) -> Result<EncodedFrame, ProtoError> {
-        let (head, payload) = self.split();
+        let (head, bytes) = self.split();
+        let payload = match self {
+            Message::Data { data, .. } => data.clone(),
+            _ => Payload::Bytes(bytes),
+        };
         let rule_ok = match head.kind.payload_rule() {
             PayloadRule::Exact(n) => payload.len() == n as usize,
             PayloadRule::Range(lo, hi) => (lo as usize..=hi as usize).contains(&payload.len()),
@@ -544,7 +553,9 @@ impl Message {
                 fua,
             } => {
                 let flags = if *fua { FLAG_FUA } else { 0 };
-                (head(Kind::Data, flags, *seq, *offset_bytes), data.clone())
+                // The payload may be a pipe: `encode` takes it from the message.
+                let _ = data;
+                (head(Kind::Data, flags, *seq, *offset_bytes), Bytes::new())
             }
             Message::WriteAck { seq } => (head(Kind::WriteAck, 0, *seq, 0), Bytes::new()),
             Message::NegAck { seq } => (head(Kind::NegAck, 0, *seq, 0), Bytes::new()),
@@ -883,7 +894,7 @@ fn parse_body(head: Head, mut p: Bytes) -> Result<Message, ProtoError> {
             Message::Data {
                 seq,
                 offset_bytes,
-                data: p,
+                data: Payload::Bytes(p),
                 fua: flags & FLAG_FUA != 0,
             }
         }
@@ -1054,5 +1065,72 @@ impl Decoder {
     /// Bytes buffered but not yet decoded.
     pub fn buffered_bytes(&self) -> usize {
         self.buf.len()
+    }
+
+    /// When the buffer starts with the header of a `Data` frame of at least
+    /// `min_payload_bytes` whose payload has not all arrived, takes the
+    /// header and the part of the payload already buffered: the caller
+    /// receives the rest itself (e.g. `splice`d into a pipe, never copied
+    /// through memory) and completes the message with
+    /// [`DataHead::into_message`]. The header is validated as [`decode`]
+    /// validates it.
+    pub fn take_data_head(
+        &mut self,
+        min_payload_bytes: usize,
+    ) -> Result<Option<DataHead>, ProtoError> {
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[..HEADER_LEN]);
+        let (head, len) = parse_header(&h)?;
+        let len_bytes = len as usize;
+        if head.kind != Kind::Data
+            || len_bytes < min_payload_bytes
+            || self.buf.len() >= HEADER_LEN + len_bytes
+        {
+            return Ok(None);
+        }
+        check_range(head.kind, head.offset_bytes, u64::from(len))?;
+        self.buf.advance(HEADER_LEN);
+        let prefix = self.buf.split().freeze();
+        Ok(Some(DataHead {
+            seq: head.seq,
+            offset_bytes: head.offset_bytes,
+            fua: head.flags & FLAG_FUA != 0,
+            len_bytes,
+            prefix,
+        }))
+    }
+}
+
+/// A `Data` frame whose payload the receiver takes in itself (see
+/// [`Decoder::take_data_head`]).
+#[derive(Debug)]
+pub struct DataHead {
+    pub seq: u64,
+    pub offset_bytes: u64,
+    pub fua: bool,
+    /// The payload's length.
+    pub len_bytes: usize,
+    /// The start of the payload, received with the header.
+    pub prefix: Bytes,
+}
+
+impl DataHead {
+    /// The message, with its whole payload (`prefix` included).
+    pub fn into_message(self, data: Payload) -> Result<Message, ProtoError> {
+        if data.len() != self.len_bytes {
+            return Err(ProtoError::BadPayloadLength {
+                kind: Kind::Data,
+                len_bytes: data.len() as u64,
+            });
+        }
+        Ok(Message::Data {
+            seq: self.seq,
+            offset_bytes: self.offset_bytes,
+            data,
+            fua: self.fua,
+        })
     }
 }

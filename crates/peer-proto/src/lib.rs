@@ -26,7 +26,8 @@ pub mod rle;
 pub mod state;
 
 pub use digest::{DigestAlg, UnknownDigest};
-pub use frame::{decode, Decoder, EncodedFrame, Kind, Message, Params};
+pub use frame::{decode, DataHead, Decoder, EncodedFrame, Kind, Message, Params};
+pub use hadisk_payload::Payload;
 pub use handshake::{Handshake, HandshakeConfig, HmacAlg, Negotiated, Step};
 pub use state::{DiskState, Role, Uuids, UUID_JUST_CREATED};
 

@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use hadisk_peer_proto::frame::{BLOCK_BYTES, FRAME_MAGIC, HEADER_LEN, MAX_DATA_BYTES};
 use hadisk_peer_proto::{
-    decode, Decoder, DigestAlg, DiskState, Kind, Message, Params, ProtoError, Role, Uuids,
+    decode, DataHead, Decoder, DigestAlg, DiskState, Kind, Message, Params, ProtoError, Role, Uuids,
 };
 use proptest::prelude::*;
 
@@ -100,7 +100,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             |(seq, offset_bytes, data, fua)| Message::Data {
                 seq,
                 offset_bytes,
-                data,
+                data: data.into(),
                 fua
             }
         ),
@@ -222,7 +222,7 @@ proptest! {
     ) {
         let mut wire = BytesMut::new();
         for m in &msgs {
-            m.encode().unwrap().write_to(&mut wire);
+            m.encode().unwrap().write_to(&mut wire).unwrap();
         }
         let mut dec = Decoder::new();
         let mut out = Vec::new();
@@ -271,7 +271,7 @@ fn header_layout_is_fixed_little_endian() {
     let f = Message::Data {
         seq: 7,
         offset_bytes: 8192,
-        data: Bytes::from(vec![0u8; 4096]),
+        data: Bytes::from(vec![0u8; 4096]).into(),
         fua: true,
     }
     .encode()
@@ -287,18 +287,18 @@ fn data_payload_is_shared_not_copied() {
     let f = Message::Data {
         seq: 1,
         offset_bytes: 0,
-        data: data.clone(),
+        data: data.clone().into(),
         fua: false,
     }
     .encode()
     .unwrap();
-    assert_eq!(f.payload.as_ptr(), data.as_ptr());
+    assert_eq!(f.payload.as_bytes().unwrap().as_ptr(), data.as_ptr());
     let mut wire = BytesMut::new();
-    f.write_to(&mut wire);
+    f.write_to(&mut wire).unwrap();
     let Some(Message::Data { data: got, .. }) = decode(&mut wire).unwrap() else {
         panic!("not data")
     };
-    assert_eq!(got, data);
+    assert_eq!(got, data.into());
 }
 
 #[test]
@@ -376,7 +376,7 @@ fn encoder_refuses_unaligned_data() {
     let err = Message::Data {
         seq: 1,
         offset_bytes: 0,
-        data: Bytes::from(vec![0u8; 100]),
+        data: Bytes::from(vec![0u8; 100]).into(),
         fua: false,
     }
     .encode()
@@ -440,4 +440,67 @@ fn digest_frames_are_checked_against_their_range() {
             len_bytes: 15
         })
     );
+}
+
+#[test]
+fn a_large_data_frame_can_be_taken_header_first_and_completed_by_the_caller() {
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let f = Message::Data {
+        seq: 9,
+        offset_bytes: 1 << 20,
+        data: Bytes::from(data.clone()).into(),
+        fua: true,
+    }
+    .encode()
+    .unwrap();
+    let mut wire = BytesMut::new();
+    f.write_to(&mut wire).unwrap();
+
+    // The whole frame buffered: the ordinary decode takes it, not this.
+    let mut dec = Decoder::new();
+    dec.feed(&wire);
+    assert!(dec.take_data_head(4096).unwrap().is_none());
+
+    // Header and the first 1000 payload bytes buffered.
+    let mut dec = Decoder::new();
+    dec.feed(&wire[..32 + 1000]);
+    assert!(
+        dec.take_data_head(65537).unwrap().is_none(),
+        "below the minimum"
+    );
+    let head = dec.take_data_head(4096).unwrap().unwrap();
+    assert_eq!(dec.buffered_bytes(), 0);
+    assert_eq!(
+        (head.seq, head.offset_bytes, head.fua, head.len_bytes),
+        (9, 1 << 20, true, 65536)
+    );
+    assert_eq!(&head.prefix[..], &data[..1000]);
+    let short = DataHead {
+        prefix: Bytes::new(),
+        ..head
+    };
+    assert!(matches!(
+        short.into_message(Bytes::from(vec![0u8; 512]).into()),
+        Err(ProtoError::BadPayloadLength { .. })
+    ));
+    let mut dec = Decoder::new();
+    dec.feed(&wire[..40]);
+    let head = dec.take_data_head(4096).unwrap().unwrap();
+    let Message::Data { seq, data: got, .. } =
+        head.into_message(Bytes::from(data.clone()).into()).unwrap()
+    else {
+        panic!("not data")
+    };
+    assert_eq!((seq, got), (9, Bytes::from(data).into()));
+
+    // Other frames are left to decode; a corrupt header is an error.
+    let mut dec = Decoder::new();
+    dec.feed(&Message::Ping { seq: 1 }.encode().unwrap().header);
+    assert!(dec.take_data_head(0).unwrap().is_none());
+    assert_eq!(dec.buffered_bytes(), 32);
+    let mut bad = wire[..40].to_vec();
+    bad[10] ^= 1;
+    let mut dec = Decoder::new();
+    dec.feed(&bad);
+    assert!(dec.take_data_head(4096).is_err());
 }

@@ -698,7 +698,11 @@ impl World {
                     self.stats.disk_errors += 1;
                     return self.feed(i, Event::IoDone { io, ok: false });
                 }
-                self.nodes[i].disk.write(offset_bytes, &data, fua);
+                // The simulator's payloads are always in memory.
+                let Ok(bytes) = data.to_bytes() else {
+                    return self.feed(i, Event::IoDone { io, ok: false });
+                };
+                self.nodes[i].disk.write(offset_bytes, &bytes, fua);
                 self.feed(i, Event::IoDone { io, ok: true })
             }
             Action::ReadLocal {
@@ -843,7 +847,7 @@ impl World {
             Event::ClientWrite {
                 req,
                 offset_bytes: offset,
-                data,
+                data: data.into(),
                 fua,
             },
         )

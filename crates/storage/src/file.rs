@@ -23,6 +23,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use hadisk_payload::PipeData;
+
 use crate::{check_range, write_zeroes_by_writing, BlockDevice, StorageError, SECTOR_BYTES};
 
 /// `BLKGETSIZE64` from `<linux/fs.h>`: `_IOR(0x12, 114, size_t)`.
@@ -356,6 +358,14 @@ impl BlockDevice for FileDevice {
         check_range(offset_bytes, buf.len() as u64, self.size_bytes)?;
         self.check_writable()?;
         self.file.write_all_at(buf, offset_bytes)
+    }
+
+    /// `splice` from a tee'd copy of the pipe: the page-cache copy is the
+    /// only one made.
+    fn write_pipe(&self, data: &PipeData, offset_bytes: u64) -> io::Result<()> {
+        check_range(offset_bytes, data.len() as u64, self.size_bytes)?;
+        self.check_writable()?;
+        data.write_to_file(self.file.as_raw_fd(), offset_bytes)
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -27,6 +27,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use hadisk_payload::{Filled, Payload, PipeCursor, PipeData, PipeFill, Source};
+
 mod faulty;
 mod file;
 mod mem;
@@ -101,6 +103,19 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     }
     /// Writes all of `buf` at `offset_bytes`; a short write is an error.
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()>;
+    /// Writes a payload held in a pipe at `offset_bytes`. The file device
+    /// `splice`s it into the page cache (no copy through memory); the
+    /// default copies it out and calls `write_at`.
+    fn write_pipe(&self, data: &PipeData, offset_bytes: u64) -> io::Result<()> {
+        self.write_at(&data.to_vec()?, offset_bytes)
+    }
+    /// Writes a payload, whichever way it is held.
+    fn write_payload(&self, data: &Payload, offset_bytes: u64) -> io::Result<()> {
+        match data {
+            Payload::Bytes(b) => self.write_at(b, offset_bytes),
+            Payload::Pipe(p) => self.write_pipe(p, offset_bytes),
+        }
+    }
     /// Makes every completed write durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
     /// Starts writing the range back to storage without waiting for it
@@ -153,6 +168,9 @@ macro_rules! forward_block_device {
             }
             fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
                 (**self).write_at(buf, offset_bytes)
+            }
+            fn write_pipe(&self, data: &PipeData, offset_bytes: u64) -> io::Result<()> {
+                (**self).write_pipe(data, offset_bytes)
             }
             fn sync_data(&self) -> io::Result<()> {
                 (**self).sync_data()

@@ -31,6 +31,7 @@
 //!   the core, or `ShuttingDown` (the reply dropped) once the driver
 //!   stopped or gave up.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ use hadisk_core::{
 };
 use hadisk_nbd_server::{IoMode, WriteGate};
 use hadisk_peer_proto::{DigestAlg, Message};
-use hadisk_storage::BlockDevice;
+use hadisk_storage::{BlockDevice, Payload};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -73,13 +74,22 @@ pub struct Io {
 /// thread hop.
 const INLINE_MAX_BYTES: usize = 128 * 1024;
 
+thread_local! {
+    /// The inline I/O of the NBD batch this thread is starting
+    /// ([`Driver::client_batched`]), run by [`Driver::batch_done`] once the
+    /// batch's frames have left: at QD1 the peer then writes in parallel
+    /// with the local write instead of after it. The NBD server starts a
+    /// batch and ends it in one synchronous call, on one thread.
+    static BATCH_IO: RefCell<Vec<(Arc<Driver>, Vec<Deferred>)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// I/O the caller performs after unlocking, then reports.
 #[derive(Debug)]
 enum Deferred {
     Write {
         io: IoId,
         offset_bytes: u64,
-        data: Bytes,
+        data: Payload,
     },
     /// A resync read, tried from the page cache (a miss goes to the pool).
     Read {
@@ -191,9 +201,9 @@ impl Driver {
     }
 
     /// [`Driver::client`] for a request of an NBD batch: what it sends the
-    /// peer waits for [`Driver::flush_link`] at the end of the batch (or
+    /// peer waits for [`Driver::batch_done`] at the end of the batch (or
     /// until [`super::link_out`]'s eager threshold), so the frames of a
-    /// batch leave in one write.
+    /// batch leave in one write; its inline local I/O waits for them.
     pub fn client_batched(self: &Arc<Self>, reply: Reply, make: impl FnOnce(ReqId) -> Event) {
         self.client_as(reply, make, Flush::Later);
     }
@@ -208,7 +218,29 @@ impl Driver {
             st.clients.insert(req, reply);
             Some(make(req))
         };
-        self.feed_inner(first, flush);
+        match flush {
+            Flush::Now => self.feed_inner(first, flush),
+            Flush::Later => {
+                // The batch's frames have not left yet: its local writes
+                // wait for them (see `BATCH_IO`).
+                let deferred = self.feed_locked(first, flush);
+                if !deferred.is_empty() {
+                    BATCH_IO.with(|b| b.borrow_mut().push((Arc::clone(self), deferred)));
+                }
+            }
+        }
+    }
+
+    /// The end of an NBD batch started on this thread: its frames leave
+    /// for the peer in one write, then its local writes run (the peer
+    /// writes in parallel with them).
+    pub fn batch_done(self: &Arc<Self>) {
+        self.flush_link();
+        let batch = BATCH_IO.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        for (driver, deferred) in batch {
+            driver.flush_link();
+            driver.run_deferred(deferred, Flush::Now);
+        }
     }
 
     /// An admin command, answered on `reply`.
@@ -299,6 +331,17 @@ impl Driver {
     }
 
     fn feed_inner(self: &Arc<Self>, first: impl FnOnce(&mut State) -> Option<Event>, flush: Flush) {
+        let deferred = self.feed_locked(first, flush);
+        self.run_deferred(deferred, flush);
+    }
+
+    /// The locked half of [`Driver::feed_inner`]: feeds the event and
+    /// returns the inline I/O to perform.
+    fn feed_locked(
+        self: &Arc<Self>,
+        first: impl FnOnce(&mut State) -> Option<Event>,
+        flush: Flush,
+    ) -> Vec<Deferred> {
         let mut deferred = Vec::new();
         let out = {
             let mut st = lock(&self.state);
@@ -313,7 +356,7 @@ impl Driver {
             // Before the local I/O: the peer works in parallel with it.
             out.flush_as(flush);
         }
-        self.run_deferred(deferred, flush);
+        deferred
     }
 
     /// Performs inline I/O after unlocking, feeding the completions (which
@@ -346,7 +389,7 @@ impl Driver {
                 data,
             } => {
                 let start = self.gate.start();
-                let ok = match self.io.disk.write_at(&data, offset_bytes) {
+                let ok = match self.io.disk.write_payload(&data, offset_bytes) {
                     Ok(()) => true,
                     Err(e) => {
                         warn!(resource = %self.name, error = %e, "local I/O failed");
@@ -437,7 +480,7 @@ impl Driver {
                         );
                     let disk = self.io.disk.clone();
                     self.blocking(io, move || {
-                        disk.write_at(&data, offset_bytes)?;
+                        disk.write_payload(&data, offset_bytes)?;
                         if fua {
                             disk.sync_data()?;
                         }

@@ -26,6 +26,17 @@ use hadisk_nbd_server::{ExportInfo, ExportRegistry, IoMode, Volume};
 /// the page cache). See `hadisk_nbd_server::IoMode`.
 pub const IO_MODE_ENV: &str = "HADISK_IO_MODE";
 
+/// Environment variable that, set to `off`, keeps large write payloads in
+/// memory instead of moving them through pipes with `splice` (for
+/// comparison; see `hadisk_payload`).
+pub const SPLICE_ENV: &str = "HADISK_SPLICE";
+
+/// Whether large payloads go through pipes ([`SPLICE_ENV`] not `off`).
+pub fn splice_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(SPLICE_ENV).map_or(true, |v| v != "off"))
+}
+
 /// The I/O mode named by [`IO_MODE_ENV`], or why its value is not one.
 pub fn io_mode_from_env() -> Result<IoMode, String> {
     match std::env::var(IO_MODE_ENV) {

@@ -33,7 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hadisk_peer_proto::{Decoder, Handshake, HandshakeConfig, HmacAlg, Message};
+use hadisk_nbd_server::{SpliceRead, SPLICE_MIN_BYTES};
+use hadisk_peer_proto::frame::HEADER_LEN;
+use hadisk_peer_proto::{DataHead, Decoder, Handshake, HandshakeConfig, HmacAlg, Message, Payload};
+use hadisk_storage::{Filled, PipeFill};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -443,7 +446,7 @@ async fn send_all(write: &mut OwnedWriteHalf, msgs: &[Message]) -> std::io::Resu
             .encode()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         write.write_all(&frame.header).await?;
-        write.write_all(&frame.payload).await?;
+        write.write_all(&frame.payload.to_bytes()?).await?;
     }
     write.flush().await
 }
@@ -458,6 +461,67 @@ async fn write_loop(
     let _ = notes.send(Note::Ended(gen, reason));
 }
 
+/// Receives the rest of a large `Data` frame's payload into a pipe
+/// (`splice`), or into memory when it does not fit one.
+async fn receive_payload(
+    read: &mut OwnedReadHalf,
+    head: DataHead,
+    deadline: Duration,
+) -> Result<Message, String> {
+    let dead = || {
+        format!(
+            "the peer did not answer for {} ms (ping-int + timeout): declared dead",
+            deadline.as_millis()
+        )
+    };
+    let mut fill = match PipeFill::new(head.len_bytes) {
+        Ok(mut fill) => match fill.push_bytes(&head.prefix) {
+            Ok(()) => Some(fill),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    while let Some(f) = fill.as_mut().filter(|f| f.remaining() > 0) {
+        let step = std::future::poll_fn(|cx| read.poll_splice(cx, f));
+        match tokio::time::timeout(deadline, step).await {
+            Ok(Ok(Filled::Moved(_))) => {}
+            Ok(Ok(Filled::PipeFull)) => {
+                tracing::debug!(
+                    len = head.len_bytes,
+                    missing = f.remaining(),
+                    "a mirrored payload did not fit its pipe: reading the rest into memory"
+                );
+                break;
+            }
+            Ok(Ok(Filled::Eof)) => return Err("the peer closed the connection".to_string()),
+            Ok(Err(e)) => return Err(format!("receiving from the peer: {e}")),
+            Err(_) => return Err(dead()),
+        }
+    }
+    let data = match fill.map(PipeFill::finish) {
+        Some(Ok(pipe)) => Payload::from(pipe),
+        // No pipe, or the payload did not fit one: the rest into memory.
+        unfinished => {
+            let mut buf = match unfinished {
+                Some(Err(fill)) => fill
+                    .into_vec()
+                    .map_err(|e| format!("receiving from the peer: {e}"))?,
+                _ => head.prefix.to_vec(),
+            };
+            let start = buf.len();
+            buf.resize(head.len_bytes, 0);
+            match tokio::time::timeout(deadline, read.read_exact(&mut buf[start..])).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("receiving from the peer: {e}")),
+                Err(_) => return Err(dead()),
+            }
+            Payload::from(buf)
+        }
+    };
+    head.into_message(data)
+        .map_err(|e| format!("protocol error from the peer: {e}"))
+}
+
 async fn read_loop(
     cfg: LinkConfig,
     gen: u64,
@@ -467,6 +531,9 @@ async fn read_loop(
     notes: mpsc::UnboundedSender<Note>,
 ) {
     let deadline = cfg.rx_deadline();
+    // After a spliced payload the next read takes one frame header only,
+    // so that the next payload is not read into memory either.
+    let mut header_only = false;
     let reason = loop {
         match decoder.next_message() {
             Ok(Some(Message::PingAck { .. })) => continue,
@@ -484,11 +551,37 @@ async fn read_loop(
                 break format!("protocol error from the peer: {e}");
             }
         }
+        // A large mirrored write of which little has arrived: its payload
+        // goes from the socket into a pipe and from there to the disk.
+        if super::export::splice_enabled()
+            && decoder.buffered_bytes() < HEADER_LEN + SPLICE_MIN_BYTES / 2
+        {
+            match decoder.take_data_head(SPLICE_MIN_BYTES) {
+                Ok(Some(head)) => match receive_payload(&mut read, head, deadline).await {
+                    Ok(msg) => {
+                        driver.peer(gen, msg);
+                        header_only = true;
+                        continue;
+                    }
+                    Err(reason) => break reason,
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(resource = %cfg.resource, error = %e, "garbage from the peer: dropping the connection");
+                    break format!("protocol error from the peer: {e}");
+                }
+            }
+        }
         let buf: &mut BytesMut = decoder.buffer_mut();
         if buf.capacity() - buf.len() < READ_MIN_SPARE_BYTES {
             buf.reserve(READ_CHUNK_BYTES);
         }
-        match tokio::time::timeout(deadline, read.read_buf(buf)).await {
+        let limit = if std::mem::take(&mut header_only) && buf.len() < HEADER_LEN {
+            (HEADER_LEN - buf.len()) as u64
+        } else {
+            u64::MAX
+        };
+        match tokio::time::timeout(deadline, (&mut read).take(limit).read_buf(buf)).await {
             Ok(Ok(0)) => break "the peer closed the connection".to_string(),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => break format!("receiving from the peer: {e}"),

@@ -20,14 +20,21 @@
 //!   non-blocking `try_write`s);
 //! - once the link is closed (an error, the writer gone) frames are dropped,
 //!   never delivered on a later link (a new link has a new `LinkOut`).
+//!
+//! A payload held in a pipe ([`Payload::Pipe`]) is `splice`d into the
+//! socket from a private `tee` of it, made when it reaches the front of the
+//! FIFO: its bytes never pass through this process's memory.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::Mutex;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hadisk_peer_proto::Message;
+use hadisk_peer_proto::{Message, Payload};
+use hadisk_storage::{PipeCursor, PipeData, Source};
+use tokio::io::Interest;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
@@ -49,10 +56,30 @@ pub struct LinkOut {
     wake: Notify,
 }
 
+/// One frame part: a header or a payload.
+#[derive(Debug)]
+enum Part {
+    Bytes(Bytes),
+    /// A payload in a pipe; `cursor` is its tee'd copy, once at the front.
+    Pipe {
+        data: Arc<PipeData>,
+        cursor: Option<PipeCursor>,
+    },
+}
+
+impl Part {
+    fn len(&self) -> usize {
+        match self {
+            Part::Bytes(b) => b.len(),
+            Part::Pipe { data, .. } => data.len(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct OutState {
     /// Frame parts (headers and payloads) not yet fully written.
-    parts: VecDeque<Bytes>,
+    parts: VecDeque<Part>,
     /// Bytes of `parts.front()` already written.
     front_written: usize,
     /// Bytes in `parts` (including the written part of the front).
@@ -95,9 +122,12 @@ impl LinkOut {
         match msg.encode() {
             Ok(frame) => {
                 st.queued_bytes += frame.len_bytes();
-                st.parts.push_back(Bytes::copy_from_slice(&frame.header));
-                if !frame.payload.is_empty() {
-                    st.parts.push_back(frame.payload);
+                st.parts
+                    .push_back(Part::Bytes(Bytes::copy_from_slice(&frame.header)));
+                match frame.payload {
+                    Payload::Bytes(b) if b.is_empty() => {}
+                    Payload::Bytes(b) => st.parts.push_back(Part::Bytes(b)),
+                    Payload::Pipe(data) => st.parts.push_back(Part::Pipe { data, cursor: None }),
                 }
             }
             Err(e) => {
@@ -141,24 +171,61 @@ impl LinkOut {
     /// Writes the FIFO until it is empty or the socket would block.
     fn drain(&self, st: &mut OutState) -> Result<Drained, String> {
         loop {
-            if st.parts.is_empty() {
-                return Ok(Drained::Empty);
-            }
-            let n = {
-                let mut iov = Vec::with_capacity(st.parts.len().min(MAX_PARTS_PER_WRITE));
-                let mut skip = st.front_written;
-                for part in st.parts.iter().take(MAX_PARTS_PER_WRITE) {
-                    iov.push(IoSlice::new(&part[skip..]));
-                    skip = 0;
-                }
-                match self.write.try_write_vectored(&iov) {
-                    Ok(0) => return Err("sending to the peer: the socket accepts no data".into()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        return Ok(Drained::WouldBlock)
+            let front_written = st.front_written;
+            let n = match st.parts.front_mut() {
+                None => return Ok(Drained::Empty),
+                Some(Part::Pipe { data, cursor }) => {
+                    if cursor.is_none() {
+                        match data
+                            .source()
+                            .map_err(|e| format!("sending to the peer: {e}"))?
+                        {
+                            Source::Pipe(c) => *cursor = Some(c),
+                            // No pipe for a copy: the payload went to memory.
+                            Source::Memory(bytes) => {
+                                if let Some(front) = st.parts.front_mut() {
+                                    *front = Part::Bytes(bytes);
+                                }
+                                continue;
+                            }
+                        }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(format!("sending to the peer: {e}")),
+                    let Some(cursor) = cursor.as_mut() else {
+                        continue;
+                    };
+                    let socket = self.write.as_ref();
+                    // Through try_io, so that a full socket clears the
+                    // readiness the writer task then waits on.
+                    match socket.try_io(Interest::WRITABLE, || cursor.splice_to(socket.as_raw_fd()))
+                    {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            return Ok(Drained::WouldBlock)
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(format!("sending to the peer: {e}")),
+                    }
+                }
+                Some(Part::Bytes(_)) => {
+                    let mut iov = Vec::with_capacity(st.parts.len().min(MAX_PARTS_PER_WRITE));
+                    let mut skip = front_written;
+                    for part in st.parts.iter().take(MAX_PARTS_PER_WRITE) {
+                        // Bytes up to the next pipe payload.
+                        let Part::Bytes(b) = part else { break };
+                        iov.push(IoSlice::new(&b[skip..]));
+                        skip = 0;
+                    }
+                    match self.write.try_write_vectored(&iov) {
+                        Ok(0) => {
+                            return Err("sending to the peer: the socket accepts no data".into())
+                        }
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            return Ok(Drained::WouldBlock)
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(format!("sending to the peer: {e}")),
+                    }
                 }
             };
             advance(st, n);

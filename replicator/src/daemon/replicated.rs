@@ -25,7 +25,7 @@ use hadisk_core::{AdminOp, Attached, CoreError, Event, ReqId, Status};
 use hadisk_metadata::Metadata;
 use hadisk_nbd_server::{IoMode, LocalVolume, Server, Volume, VolumeError, VolumeFuture};
 use hadisk_peer_proto::{DigestAlg, HmacAlg, Role};
-use hadisk_storage::{BlockDevice, FileDevice};
+use hadisk_storage::{BlockDevice, FileDevice, Payload};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
@@ -781,7 +781,7 @@ impl ReplicatedVolume {
     /// undo the first), so read-modify-writes take turns; they are rare
     /// (file systems and fio issue aligned writes), and aligned writes never
     /// wait for them.
-    fn write_unaligned(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
+    fn write_unaligned(&self, offset_bytes: u64, data: Payload, fua: bool) -> VolumeFuture<()> {
         let start = offset_bytes - offset_bytes % SECTOR_BYTES;
         let end = (offset_bytes + data.len() as u64)
             .div_ceil(SECTOR_BYTES)
@@ -790,6 +790,9 @@ impl ReplicatedVolume {
         let (local, driver, rmw) = (self.local.clone(), self.driver.clone(), self.rmw.clone());
         Box::pin(async move {
             let _turn = rmw.lock_owned().await;
+            let data = data
+                .to_bytes()
+                .map_err(|source| VolumeError::Io { source })?;
             let old = local.read(start, (end - start) as u32).await?;
             let mut buf = old.to_vec();
             let at = (offset_bytes - start) as usize;
@@ -801,7 +804,7 @@ impl ReplicatedVolume {
             answer(submit(&driver, |req| Event::ClientWrite {
                 req,
                 offset_bytes: start,
-                data,
+                data: data.into(),
                 fua,
             }))
             .await
@@ -823,7 +826,12 @@ impl Volume for ReplicatedVolume {
     fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes> {
         self.local.read(offset_bytes, length_bytes)
     }
-    fn write(&self, offset_bytes: u64, data: Bytes, fua: bool) -> VolumeFuture<()> {
+    fn accepts_pipes(&self) -> bool {
+        // The core passes a payload on untouched; the link and the disk
+        // splice a pipe (see `hadisk_payload`).
+        super::export::splice_enabled()
+    }
+    fn write(&self, offset_bytes: u64, data: Payload, fua: bool) -> VolumeFuture<()> {
         let len = data.len() as u64;
         if !offset_bytes.is_multiple_of(SECTOR_BYTES) || !len.is_multiple_of(SECTOR_BYTES) {
             return self.write_unaligned(offset_bytes, data, fua);
@@ -841,7 +849,7 @@ impl Volume for ReplicatedVolume {
         self.submit(|req| Event::ClientFlush { req })
     }
     fn batch_done(&self) {
-        self.driver.flush_link();
+        self.driver.batch_done();
     }
     fn trim(&self, _offset_bytes: u64, _length_bytes: u32, fua: bool) -> VolumeFuture<()> {
         // A trim leaves the contents unspecified: doing nothing keeps both
@@ -863,7 +871,7 @@ impl Volume for ReplicatedVolume {
             return Box::pin(async { Err(VolumeError::Unsupported) });
         }
         let data = Bytes::from(vec![0u8; length_bytes as usize]);
-        self.write(offset_bytes, data, fua)
+        self.write(offset_bytes, data.into(), fua)
     }
 }
 

@@ -9,7 +9,7 @@
 use std::io;
 use std::sync::Arc;
 
-use hadisk_storage::{check_range, BlockDevice};
+use hadisk_storage::{check_range, BlockDevice, PipeData};
 
 #[derive(Debug, Clone)]
 pub struct UsableArea {
@@ -47,6 +47,10 @@ impl BlockDevice for UsableArea {
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
         check_range(offset_bytes, buf.len() as u64, self.usable_bytes)?;
         self.disk.write_at(buf, offset_bytes)
+    }
+    fn write_pipe(&self, data: &PipeData, offset_bytes: u64) -> io::Result<()> {
+        check_range(offset_bytes, data.len() as u64, self.usable_bytes)?;
+        self.disk.write_pipe(data, offset_bytes)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.disk.sync_data()
