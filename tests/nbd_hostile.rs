@@ -92,6 +92,19 @@ fn write_payload_shorter_than_declared() {
 }
 
 #[test]
+fn large_write_payload_shorter_than_declared() {
+    scenario(
+        "short large write payload",
+        hostile::short_large_write_payload,
+    );
+}
+
+#[test]
+fn large_write_trickling_in_64_byte_pieces() {
+    scenario("trickled large write", hostile::trickled_large_write);
+}
+
+#[test]
 fn read_past_the_end_over_the_maximum_and_unknown_command() {
     scenario("per-request errors", hostile::per_request_errors);
 }

@@ -129,6 +129,19 @@ fn write_payload_shorter_than_declared() {
 }
 
 #[test]
+fn large_write_payload_shorter_than_declared() {
+    scenario(
+        "short large write payload",
+        hostile::short_large_write_payload,
+    );
+}
+
+#[test]
+fn large_write_trickling_in_64_byte_pieces() {
+    scenario("trickled large write", hostile::trickled_large_write);
+}
+
+#[test]
 fn per_request_errors_keep_the_connection() {
     scenario("per-request errors", hostile::per_request_errors);
 }

@@ -328,6 +328,46 @@ pub fn short_write_payload(target: &Target) {
     client.expect_closed("short write payload");
 }
 
+/// A 1 MiB WRITE over the seeded pattern whose payload stops after 300 KiB,
+/// then EOF: the server was splicing it into pipes; no reply, and none of
+/// it reaches the disk (the health check reads the pattern back).
+pub fn short_large_write_payload(target: &Target) {
+    let (mut client, _) = RawClient::handshake(&target.socket, &target.export);
+    client.send(&RawClient::request(CMD_WRITE, 8, 0, 1 << 20));
+    client.send(&vec![0x5au8; 300 * 1024]);
+    client.shutdown_write();
+    client.expect_closed("short large write payload");
+}
+
+/// A 1 MiB WRITE whose payload trickles in 64-byte pieces (more fragments
+/// than the server's pipes have slots: it falls back to memory), then one
+/// sent whole (spliced): both are acknowledged and read back intact.
+pub fn trickled_large_write(target: &Target) {
+    let (mut client, _) = RawClient::handshake(&target.socket, &target.export);
+    let at = 8u64 << 20;
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(7) >> 3) as u8)
+        .collect();
+    client.send(&RawClient::request(CMD_WRITE, 21, at, 1 << 20));
+    for piece in data.chunks(64) {
+        client.send(piece);
+    }
+    assert_eq!(client.reply(), (0, 21), "trickled write");
+    assert!(
+        client.read_ok(22, at, 1 << 20) == data,
+        "trickled write read back"
+    );
+    let whole: Vec<u8> = data.iter().map(|b| b ^ 0xff).collect();
+    let mut request = RawClient::request(CMD_WRITE, 23, at + (1 << 20), 1 << 20);
+    request.extend_from_slice(&whole);
+    client.send(&request);
+    assert_eq!(client.reply(), (0, 23), "whole write");
+    assert!(
+        client.read_ok(24, at + (1 << 20), 1 << 20) == whole,
+        "whole write read back"
+    );
+}
+
 /// Per-request errors (read past the end, read over the maximum, unknown
 /// command) are replied with EINVAL and the connection goes on.
 pub fn per_request_errors(target: &Target) {
