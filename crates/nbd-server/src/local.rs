@@ -180,9 +180,19 @@ pub struct LocalVolume<D> {
     read_only: bool,
     mode: IoMode,
     gate: Arc<WriteGate>,
+    pipes: bool,
 }
 
 impl<D: BlockDevice + 'static> LocalVolume<D> {
+    /// Takes large WRITE payloads in pipes ([`Volume::accepts_pipes`]).
+    /// Off by default: for a single disk, reading a payload into memory and
+    /// `pwrite`-ing it measured faster here than splicing it (the pipes pay
+    /// when a payload also goes to a socket, as in replication).
+    pub fn with_pipes(mut self, pipes: bool) -> Self {
+        self.pipes = pipes;
+        self
+    }
+
     /// Exports the first `size_bytes` of `device` (at most its size).
     pub fn new(
         device: Arc<D>,
@@ -207,6 +217,7 @@ impl<D: BlockDevice + 'static> LocalVolume<D> {
             read_only,
             mode,
             gate: Arc::new(WriteGate::new()),
+            pipes: false,
         })
     }
 
@@ -219,6 +230,7 @@ impl<D: BlockDevice + 'static> LocalVolume<D> {
             read_only,
             mode,
             gate: Arc::new(WriteGate::new()),
+            pipes: false,
         }
     }
 
@@ -277,9 +289,7 @@ impl<D: BlockDevice + 'static> Volume for LocalVolume<D> {
     }
 
     fn accepts_pipes(&self) -> bool {
-        // A file device splices a pipe into the page cache; others copy it
-        // out, which is what the server would otherwise have done.
-        true
+        self.pipes
     }
 
     fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes> {

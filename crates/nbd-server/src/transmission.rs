@@ -196,7 +196,6 @@ where
     R: SpliceRead,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let splice_ok = volume.accepts_pipes();
     let mut t = Transmission {
         volume,
         buf,
@@ -209,7 +208,7 @@ where
         blocked: false,
         splicing: None,
         header_only: false,
-        splice_ok,
+        splice_ok: true,
         splice_fallbacks: 0,
     };
     // Requests that arrived together with the end of the negotiation.
@@ -403,6 +402,7 @@ impl Transmission {
         if !self.splice_ok
             || !(SPLICE_MIN_BYTES..=SPLICE_MAX_BYTES).contains(&payload_bytes)
             || buffered >= payload_bytes / 2
+            || !self.volume.accepts_pipes()
         {
             return;
         }

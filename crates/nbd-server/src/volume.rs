@@ -78,9 +78,10 @@ pub trait Volume: Send + Sync + 'static {
     fn read(&self, offset_bytes: u64, length_bytes: u32) -> VolumeFuture<Bytes>;
     /// Writes `data` at `offset_bytes`; durable before completion when `fua`.
     fn write(&self, offset_bytes: u64, data: Payload, fua: bool) -> VolumeFuture<()>;
-    /// The server may hand large WRITE payloads over in a pipe
+    /// The server may hand this large WRITE payload over in a pipe
     /// ([`Payload::Pipe`], `splice`d from the socket, never copied through
-    /// memory). A volume that only wants bytes in memory says no.
+    /// memory). Asked per payload: a volume may want pipes only at times.
+    /// A volume that only wants bytes in memory says no.
     fn accepts_pipes(&self) -> bool {
         false
     }

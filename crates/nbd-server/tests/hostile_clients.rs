@@ -54,7 +54,9 @@ impl Harness {
             .build()
             .unwrap();
         let device = FileDevice::open(&image, false).unwrap();
-        let volume: Arc<dyn Volume> = Arc::new(LocalVolume::whole(Arc::new(device), false, mode));
+        // Pipes on: the large-write scenarios exercise the spliced path.
+        let volume: Arc<dyn Volume> =
+            Arc::new(LocalVolume::whole(Arc::new(device), false, mode).with_pipes(true));
         let server = Server::new(Arc::new(OneExport(volume)));
         runtime
             .block_on(async { server.listen_unix(&socket) })

@@ -283,6 +283,11 @@ impl Driver {
         let _ = self.link_cmds.send(LinkCmd::Stop);
     }
 
+    /// A peer link is up (large NBD payloads are then spliced).
+    pub fn has_peer(&self) -> bool {
+        lock(&self.state).peer.is_some()
+    }
+
     /// The link manager: an authenticated link `gen` is up.
     pub fn link_up(self: &Arc<Self>, gen: u64, out: Arc<LinkOut>) {
         self.feed_with(move |st| {
