@@ -146,6 +146,20 @@ fn splice(
     }
 }
 
+/// The result of a `read`/`write`-style call: the byte count, `Ok(None)`
+/// when a signal interrupted it (call again), or the error.
+fn transferred(n: isize) -> io::Result<Option<usize>> {
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
 /// Bytes waiting to be read on a socket (`FIONREAD`).
 fn readable_bytes(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
@@ -350,13 +364,9 @@ fn read_all(pipe: &Pipe, len_bytes: usize, out: &mut Vec<u8>) -> io::Result<()> 
         // SAFETY: the kernel writes at most `want` bytes into the vector's
         // spare capacity, which has at least `want` bytes (reserved above).
         let n = unsafe { libc::read(pipe.read.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let Some(n) = transferred(n)? else {
+            continue;
+        };
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -364,7 +374,7 @@ fn read_all(pipe: &Pipe, len_bytes: usize, out: &mut Vec<u8>) -> io::Result<()> 
             ));
         }
         // SAFETY: the kernel initialised `n <= want` bytes of spare capacity.
-        unsafe { out.set_len(out.len() + n as usize) };
+        unsafe { out.set_len(out.len() + n) };
     }
     Ok(())
 }
@@ -501,20 +511,16 @@ fn pwrite_all(file: RawFd, mut buf: &[u8], offset_bytes: u64) -> io::Result<()> 
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds off_t"))?;
         // SAFETY: `buf` is a live slice of its length; the kernel only reads it.
         let n = unsafe { libc::pwrite(file, buf.as_ptr().cast(), buf.len(), at) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let Some(n) = transferred(n)? else {
+            continue;
+        };
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "the disk took no bytes",
             ));
         }
-        buf = &buf[n as usize..];
+        buf = &buf[n..];
         offset += n as u64;
     }
     Ok(())
