@@ -93,11 +93,13 @@ impl Pipe {
     fn tee(&self, len_bytes: usize) -> io::Result<Pipe> {
         // As many slots as this one: the content always fits.
         let copy = Pipe::with_capacity(self.capacity_bytes)?;
-        let mut done = 0;
-        while done < len_bytes {
-            // One call should do it; a second would duplicate the same
-            // bytes again (tee starts at the source's front), so a short
-            // count is a failure, not progress.
+        if len_bytes == 0 {
+            return Ok(copy);
+        }
+        // One call must do it: a second would duplicate the same bytes
+        // again (tee starts at the source's front), so a short count is a
+        // failure, not progress. Only an interrupted call is repeated.
+        loop {
             // SAFETY: no pointers; both descriptors are owned pipes.
             let n = unsafe {
                 libc::tee(
@@ -107,21 +109,16 @@ impl Pipe {
                     libc::SPLICE_F_NONBLOCK,
                 )
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n as usize != len_bytes {
+            let Some(n) = transferred(n)? else {
+                continue;
+            };
+            if n != len_bytes {
                 return Err(io::Error::other(format!(
                     "tee duplicated {n} of {len_bytes} bytes of a payload pipe"
                 )));
             }
-            done = len_bytes;
+            return Ok(copy);
         }
-        Ok(copy)
     }
 }
 

@@ -461,6 +461,14 @@ async fn write_loop(
     let _ = notes.send(Note::Ended(gen, reason));
 }
 
+/// Why a link that received nothing within `deadline` is closed.
+fn declared_dead(deadline: Duration) -> String {
+    format!(
+        "the peer did not answer for {} ms (ping-int + timeout): declared dead",
+        deadline.as_millis()
+    )
+}
+
 /// Receives the rest of a large `Data` frame's payload into a pipe
 /// (`splice`), or into memory when it does not fit one.
 async fn receive_payload(
@@ -468,12 +476,6 @@ async fn receive_payload(
     head: DataHead,
     deadline: Duration,
 ) -> Result<Message, String> {
-    let dead = || {
-        format!(
-            "the peer did not answer for {} ms (ping-int + timeout): declared dead",
-            deadline.as_millis()
-        )
-    };
     let mut fill = match PipeFill::new(head.len_bytes) {
         Ok(mut fill) => match fill.push_bytes(&head.prefix) {
             Ok(()) => Some(fill),
@@ -495,7 +497,7 @@ async fn receive_payload(
             }
             Ok(Ok(Filled::Eof)) => return Err("the peer closed the connection".to_string()),
             Ok(Err(e)) => return Err(format!("receiving from the peer: {e}")),
-            Err(_) => return Err(dead()),
+            Err(_) => return Err(declared_dead(deadline)),
         }
     }
     let data = match fill.map(PipeFill::finish) {
@@ -513,7 +515,7 @@ async fn receive_payload(
             match tokio::time::timeout(deadline, read.read_exact(&mut buf[start..])).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(format!("receiving from the peer: {e}")),
-                Err(_) => return Err(dead()),
+                Err(_) => return Err(declared_dead(deadline)),
             }
             Payload::from(buf)
         }
@@ -585,12 +587,7 @@ async fn read_loop(
             Ok(Ok(0)) => break "the peer closed the connection".to_string(),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => break format!("receiving from the peer: {e}"),
-            Err(_) => {
-                break format!(
-                    "the peer did not answer for {} ms (ping-int + timeout): declared dead",
-                    deadline.as_millis()
-                )
-            }
+            Err(_) => break declared_dead(deadline),
         }
     };
     let _ = notes.send(Note::Ended(gen, reason));
