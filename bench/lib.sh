@@ -27,6 +27,9 @@ build_hadisk() {
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports: two distinct free ports on one line (both sockets are held
+# until both are known: the kernel may hand a released port out again).
+free_ports() { python3 -c 'import socket; a=socket.socket(); b=socket.socket(); a.bind(("127.0.0.1",0)); b.bind(("127.0.0.1",0)); print(a.getsockname()[1], b.getsockname()[1])'; }
 
 # wait_uri URI [TRIES]: until an NBD server answers on URI (TRIES × 0.1 s).
 wait_uri() {
@@ -100,8 +103,7 @@ field() {
 # up_pair NET_OPTS: fresh metadata on $work/a.img and $work/b.img, both
 # daemons started, `up`, and connected (sets port_a, port_b).
 up_pair() {
-    port_a=$(free_port)
-    port_b=$(free_port)
+    read -r port_a port_b < <(free_ports)
     cat >"$work/pair.res" <<RES
 resource data {
   net { protocol C; $1 }

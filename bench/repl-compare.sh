@@ -59,12 +59,13 @@ synced() { # dir node
 # A pair over two images: alpha (Primary) and beta. With "standalone",
 # beta is never started and alpha is a Primary with no peer.
 start_pair() { # mode imgA imgB
-    local mode=$1 a=$2 b=$3
+    local mode=$1 a=$2 b=$3 pa pb
+    read -r pa pb < <(free_ports)
     cat >"$work/pair.res" <<EOF
 resource data {
   net { protocol C; }
-  on alpha { device /dev/nbd0; disk $a; address 127.0.0.1:$(free_port); meta-disk internal; }
-  on beta { device /dev/nbd0; disk $b; address 127.0.0.1:$(free_port); meta-disk internal; }
+  on alpha { device /dev/nbd0; disk $a; address 127.0.0.1:$pa; meta-disk internal; }
+  on beta { device /dev/nbd0; disk $b; address 127.0.0.1:$pb; meta-disk internal; }
 }
 EOF
     hadisk "$work/alpha" alpha create-md --force --yes data >/dev/null

@@ -33,14 +33,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn hadisk(node: &AgentNode, args: &[&str]) -> String {
     let out = node
         .cmd(args)

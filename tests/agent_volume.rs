@@ -61,14 +61,6 @@ fn resource(node: &AgentNode) -> serde_json::Value {
     v["resources"][0].clone()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Daemon(Option<std::process::Child>);
 impl Drop for Daemon {
     fn drop(&mut self) {

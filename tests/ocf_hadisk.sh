@@ -20,8 +20,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# Two distinct free ports: both sockets are held until both are known (the
+# kernel may hand a just-released port out again, and a resource whose two
+# hosts share an address is refused).
+free_ports() {
+    /usr/bin/python3 -c 'import socket; a=socket.socket(); b=socket.socket(); a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0)); print(a.getsockname()[1], b.getsockname()[1])'
 }
 
 FAILED=0
@@ -58,10 +61,13 @@ PATH=$WORK/bin:$PATH
 export PATH
 
 truncate -s 64M "$WORK/disk.img"
+read -r PORT_A PORT_B <<EOP
+$(free_ports)
+EOP
 cat >"$WORK/data.res" <<EOR
 resource data {
-  on alpha { device /dev/nbd0; disk $WORK/disk.img; address 127.0.0.1:$(free_port); meta-disk internal; }
-  on beta { device /dev/nbd0; disk /nonexistent; address 127.0.0.1:$(free_port); meta-disk internal; }
+  on alpha { device /dev/nbd0; disk $WORK/disk.img; address 127.0.0.1:$PORT_A; meta-disk internal; }
+  on beta { device /dev/nbd0; disk /nonexistent; address 127.0.0.1:$PORT_B; meta-disk internal; }
 }
 EOR
 export OCF_RESKEY_config="$WORK/data.res" OCF_RESKEY_run_dir="$WORK/run" OCF_RESKEY_node=alpha

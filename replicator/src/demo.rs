@@ -92,9 +92,14 @@ pub fn run() -> Result<()> {
     steps(&mut demo)
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+/// Two distinct free loopback ports: both listeners are held until both
+/// ports are known, because the kernel may hand a just-released port out
+/// again at once (and a resource whose two hosts share an address is
+/// refused by the config parser).
+fn free_ports() -> Result<(u16, u16)> {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port");
+    let (a, b) = (bind()?, bind()?);
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
 
 fn setup() -> Result<Demo> {
@@ -119,7 +124,7 @@ fn setup() -> Result<Demo> {
     };
     let nodes = [node("alpha")?, node("beta")?];
     let config = dir.join("demo.res");
-    let (pa, pb) = (free_port()?, free_port()?);
+    let (pa, pb) = free_ports()?;
     let text = format!(
         "# hadisk demo: two nodes on this machine (DRBD's resource-file grammar)\n\
          resource {RES} {{\n  net {{ protocol C; ping-int 1; timeout 20; connect-int 1; }}\n  \

@@ -493,12 +493,24 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 /// A free TCP port on 127.0.0.1 (bind to 0, read, release).
+/// A loopback port nobody listens on, never the same twice in this test
+/// process: the kernel may hand a just-released port out again at once, and
+/// a pair whose two nodes got one port is refused by the config parser
+/// ("both hosts ... use the address"), which failed CI once.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Two nodes of one resource on loopback (`alpha` and `beta`, each with its
