@@ -7,6 +7,11 @@
 //! counter) and is removed in `Drop`, also when a test fails.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/ports.rs"]
+mod ports;
+#[allow(unused_imports)] // not every agent test starts a daemon on loopback
+pub use ports::free_port;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,26 +29,6 @@ pub const DEADLINE: Duration = Duration::from_secs(40);
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hadisk")
-}
-
-/// A loopback port nobody listens on, never the same twice in this test
-/// process: the kernel may hand a just-released port out again at once, and
-/// a pair whose two nodes got one port is refused by the config parser
-/// ("both hosts ... use the address"), which failed CI once.
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
 }
 
 pub fn is_root() -> bool {

@@ -7,6 +7,9 @@
 //! cargo builds the very binary they run (`CARGO_BIN_EXE_hadisk`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod ports;
+pub use ports::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -493,26 +496,6 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 /// A free TCP port on 127.0.0.1 (bind to 0, read, release).
-/// A loopback port nobody listens on, never the same twice in this test
-/// process: the kernel may hand a just-released port out again at once, and
-/// a pair whose two nodes got one port is refused by the config parser
-/// ("both hosts ... use the address"), which failed CI once.
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
-
 /// Two nodes of one resource on loopback (`alpha` and `beta`, each with its
 /// own directory, disk image, run dir and daemon), for the replication
 /// tests. `alpha` sorts first, so its outgoing connection is the link.
