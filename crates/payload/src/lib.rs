@@ -17,6 +17,7 @@
 //! ([`PipeData::source`]), so every clone of the payload sees all of it.
 
 mod pipe;
+mod pool;
 
 use std::fmt;
 use std::io;

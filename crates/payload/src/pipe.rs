@@ -21,6 +21,8 @@ use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 
+use crate::pool;
+
 /// Slots a pipe gets per 4 KiB of the payload it is made for: twice the
 /// pages, as fragments are often smaller than a page.
 const SLOTS_PER_PAGE: usize = 2;
@@ -31,10 +33,10 @@ const MIN_PIPE_BYTES: usize = 64 * 1024;
 pub const MAX_SEGMENTS: usize = 16;
 
 /// A non-blocking pipe: its read and write ends and its capacity.
-struct Pipe {
-    read: OwnedFd,
+pub(crate) struct Pipe {
+    pub(crate) read: OwnedFd,
     write: OwnedFd,
-    capacity_bytes: usize,
+    pub(crate) capacity_bytes: usize,
 }
 
 /// The largest pipe an unprivileged process may make
@@ -62,10 +64,13 @@ impl Pipe {
         Pipe::with_capacity(want)
     }
 
-    /// A pipe of `capacity_bytes` (slots × page size). Fails where the
-    /// kernel refuses the size (an unprivileged user over its pipe-page
-    /// quota).
+    /// An empty pipe of `capacity_bytes` (slots × page size): a kept one
+    /// (see [`crate::pool`]) or a new one. Fails where the kernel refuses
+    /// the size (an unprivileged user over its pipe-page quota).
     fn with_capacity(capacity_bytes: usize) -> io::Result<Pipe> {
+        if let Some(pipe) = pool::take(capacity_bytes) {
+            return Ok(pipe);
+        }
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
         let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
@@ -157,8 +162,8 @@ fn transferred(n: isize) -> io::Result<Option<usize>> {
     }
 }
 
-/// Bytes waiting to be read on a socket (`FIONREAD`).
-fn readable_bytes(fd: RawFd) -> io::Result<usize> {
+/// Bytes waiting to be read on a socket or a pipe (`FIONREAD`).
+pub(crate) fn readable_bytes(fd: RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int into `n`, which outlives the call.
     let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
@@ -488,14 +493,26 @@ impl PipeData {
     /// The payload copied into memory.
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         match self.source()? {
-            Source::Pipe(cursor) => {
+            Source::Pipe(mut cursor) => {
                 let mut out = Vec::with_capacity(self.len_bytes);
-                for seg in cursor.segments {
+                while let Some(seg) = cursor.segments.pop_front() {
                     read_all(&seg.pipe, seg.len_bytes, &mut out)?;
+                    let _ = pool::give(seg.pipe);
                 }
                 Ok(out)
             }
             Source::Memory(bytes) => Ok(bytes.to_vec()),
+        }
+    }
+}
+
+/// The last holder of a payload hands its pipes back emptied: consumers
+/// only ever read their own `tee` copies, so these still hold everything.
+impl Drop for PipeData {
+    fn drop(&mut self) {
+        let segments = std::mem::take(self.segments.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for seg in segments {
+            pool::drain_and_give(seg.pipe, seg.len_bytes);
         }
     }
 }
@@ -546,7 +563,9 @@ impl PipeCursor {
     /// `Err(WouldBlock)` when it takes nothing.
     pub fn splice_to(&mut self, socket: RawFd) -> io::Result<usize> {
         while self.segments.front().is_some_and(|s| s.len_bytes == 0) {
-            self.segments.pop_front();
+            if let Some(done) = self.segments.pop_front() {
+                let _ = pool::give(done.pipe);
+            }
         }
         let Some(front) = self.segments.front_mut() else {
             return Ok(0);
@@ -573,10 +592,10 @@ impl PipeCursor {
     }
 
     /// Moves everything into `file` at `offset_bytes`.
-    pub fn write_to_file(self, file: RawFd, offset_bytes: u64) -> io::Result<()> {
+    pub fn write_to_file(mut self, file: RawFd, offset_bytes: u64) -> io::Result<()> {
         let mut offset = libc::loff_t::try_from(offset_bytes)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset exceeds loff_t"))?;
-        for mut seg in self.segments {
+        while let Some(mut seg) = self.segments.pop_front() {
             while seg.len_bytes > 0 {
                 match splice(
                     seg.pipe.read.as_raw_fd(),
@@ -597,8 +616,19 @@ impl PipeCursor {
                     Err(e) => return Err(e),
                 }
             }
+            let _ = pool::give(seg.pipe);
         }
         Ok(())
+    }
+}
+
+/// A cursor dropped before it was emptied (its link closed, its write
+/// failed) hands its pipes back emptied.
+impl Drop for PipeCursor {
+    fn drop(&mut self) {
+        for seg in self.segments.drain(..) {
+            pool::drain_and_give(seg.pipe, seg.len_bytes);
+        }
     }
 }
 
@@ -787,5 +817,56 @@ mod tests {
         assert_eq!(fill.into_vec().unwrap(), b"hello");
         let mut fill = PipeFill::new(4).unwrap();
         assert!(fill.push_bytes(b"hello").is_err());
+    }
+
+    #[test]
+    fn reused_pipes_carry_only_their_new_payload() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(4 << 20).unwrap();
+        for round in 0..40u8 {
+            // Sizes that take each pipe size the payloads use.
+            let len = [4096, 65536, 300_000, 1 << 20][usize::from(round) % 4];
+            let data = pattern(len, round);
+            let p = PipeData::from_bytes(&data).unwrap();
+            // A cursor dropped half-way (a link that closed mid-payload)
+            // hands its pipe back too: the next payload must not see its
+            // leftovers.
+            if let Source::Pipe(mut cursor) = p.source().unwrap() {
+                let (a, b) = UnixStream::pair().unwrap();
+                a.set_nonblocking(true).unwrap();
+                let _ = cursor.splice_to(a.as_raw_fd());
+                drop(cursor);
+                drop(b);
+            }
+            let at = u64::from(round % 3) * (1 << 20);
+            p.write_to_file(file.as_raw_fd(), at).unwrap();
+            drop(p);
+            let mut back = vec![0u8; len];
+            file.read_exact_at(&mut back, at).unwrap();
+            assert_eq!(back, data, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_pipe_still_holding_bytes_is_never_kept() {
+        let mut fill = PipeFill::new(4096).unwrap();
+        fill.push_bytes(&[7u8; 100]).unwrap();
+        let seg = fill.segments.pop().unwrap();
+        assert_eq!(seg.len_bytes, 100);
+        assert!(!pool::give(seg.pipe));
+        let empty = Pipe::for_payload(4096).unwrap();
+        assert!(pool::give(empty));
+    }
+
+    #[test]
+    fn a_dropped_payload_is_drained_before_its_pipes_are_kept() {
+        let data = pattern(200_000, 9);
+        let p = PipeData::from_bytes(&data).unwrap();
+        drop(p);
+        // Whatever pipe comes back out next is empty.
+        for _ in 0..4 {
+            let pipe = Pipe::for_payload(200_000).unwrap();
+            assert_eq!(readable_bytes(pipe.read.as_raw_fd()).unwrap(), 0);
+        }
     }
 }

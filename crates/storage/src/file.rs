@@ -49,6 +49,13 @@ pub struct FileDevice {
     kind: DeviceKind,
     size_bytes: u64,
     read_only: bool,
+    /// Taken around buffered writes to a regular file. ext4 and XFS hold
+    /// the inode lock across a buffered write anyway, so writes to one file
+    /// never ran in parallel; but a writer waiting for that lock spins on
+    /// the CPU while the holder copies (profiled: 10 % of a Secondary's
+    /// write time under 1 MiB writes on 2 cores), where waiting here
+    /// sleeps. Block devices take no such lock and go ungated.
+    write_gate: Option<std::sync::Mutex<()>>,
 }
 
 impl FileDevice {
@@ -98,7 +105,18 @@ impl FileDevice {
             kind,
             size_bytes,
             read_only,
+            write_gate: (kind == DeviceKind::RegularFile).then(|| std::sync::Mutex::new(())),
         })
+    }
+
+    /// Holds the write gate (if this device has one) for a buffered write.
+    fn gated<T>(&self, write: impl FnOnce() -> T) -> T {
+        // The gate guards no data: a poisoned one is as good as a clean one.
+        let _held = self
+            .write_gate
+            .as_ref()
+            .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
+        write()
     }
 
     /// Refuses directories, sockets and the like before opening them (opening
@@ -357,7 +375,7 @@ impl BlockDevice for FileDevice {
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
         check_range(offset_bytes, buf.len() as u64, self.size_bytes)?;
         self.check_writable()?;
-        self.file.write_all_at(buf, offset_bytes)
+        self.gated(|| self.file.write_all_at(buf, offset_bytes))
     }
 
     /// `splice` from a tee'd copy of the pipe: the page-cache copy is the
@@ -365,7 +383,7 @@ impl BlockDevice for FileDevice {
     fn write_pipe(&self, data: &PipeData, offset_bytes: u64) -> io::Result<()> {
         check_range(offset_bytes, data.len() as u64, self.size_bytes)?;
         self.check_writable()?;
-        data.write_to_file(self.file.as_raw_fd(), offset_bytes)
+        self.gated(|| data.write_to_file(self.file.as_raw_fd(), offset_bytes))
     }
 
     fn sync_data(&self) -> io::Result<()> {
