@@ -60,6 +60,23 @@ fn an_unknown_io_mode_stops_the_daemon_at_start() {
 }
 
 #[test]
+fn a_bad_busy_poll_stops_the_daemon_at_start() {
+    let node = Node::new("alpha");
+    let out = node
+        .cmd(&["daemon"])
+        .env("HADISK_BUSY_POLL_US", "lots")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "hadisk: HADISK_BUSY_POLL_US=\"lots\" is not valid: use a number of microseconds from 0 (off) to 10000\n"
+    );
+    assert!(!node.run_dir().join("hadisk.sock").exists());
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let node = Node::new("alpha");
     for args in [&["primary"][..], &["status", "--bogus"], &["frobnicate"]] {

@@ -9,6 +9,7 @@
 //! The wire protocol is entirely in `hadisk-nbd-proto`; this crate only moves
 //! bytes and runs volume operations, many at once per connection.
 
+pub mod busy_poll;
 mod connection;
 mod local;
 mod server;

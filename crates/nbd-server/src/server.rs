@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -176,6 +177,7 @@ impl Server {
             let listener = Arc::clone(&listener);
             async move {
                 let (stream, _) = listener.accept().await?;
+                crate::busy_poll::watch(stream.as_raw_fd());
                 let (reader, writer) = stream.into_split();
                 Ok((reader, writer, "unix".to_owned()))
             }
@@ -199,6 +201,7 @@ impl Server {
                 let (stream, peer) = listener.accept().await?;
                 // Replies are already batched; Nagle would only add latency.
                 stream.set_nodelay(true)?;
+                crate::busy_poll::watch(stream.as_raw_fd());
                 let (reader, writer) = stream.into_split();
                 Ok((reader, writer, peer.to_string()))
             }

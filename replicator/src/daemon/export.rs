@@ -31,6 +31,48 @@ pub const IO_MODE_ENV: &str = "HADISK_IO_MODE";
 /// comparison; see `hadisk_payload`).
 pub const SPLICE_ENV: &str = "HADISK_SPLICE";
 
+/// Environment variable: how long, in microseconds, the daemon's event
+/// thread polls its sockets before it sleeps (`0`: never; see
+/// `hadisk_nbd_server::busy_poll`). With busy polling the daemon runs one
+/// event thread (the one that polls is then always the one that would be
+/// woken).
+pub const BUSY_POLL_ENV: &str = "HADISK_BUSY_POLL_US";
+
+/// The default poll before sleeping. Measured in the pair on this
+/// project's machine (4 KiB writes, alternating pairs, 3 runs each): QD1
+/// mean latency 62–69 µs without, 42–48 µs with 50 µs (58 µs with 20, 51
+/// with 100); QD32 49–62k IOPS without, 67–72k with; 1 MiB writes
+/// unchanged within noise.
+pub const DEFAULT_BUSY_POLL_US: u64 = 50;
+
+/// The largest poll accepted: beyond a few hundred microseconds a spin
+/// only burns CPU.
+pub const MAX_BUSY_POLL_US: u64 = 10_000;
+
+/// The poll named by `value` (of [`BUSY_POLL_ENV`]; `None`: unset), or why
+/// it is not one.
+pub fn parse_busy_poll(value: Option<&str>) -> Result<std::time::Duration, String> {
+    let us = match value {
+        None => DEFAULT_BUSY_POLL_US,
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&us| us <= MAX_BUSY_POLL_US)
+            .ok_or_else(|| {
+                format!(
+                    "{BUSY_POLL_ENV}={v:?} is not valid: use a number of microseconds from 0 (off) to {MAX_BUSY_POLL_US}"
+                )
+            })?,
+    };
+    Ok(std::time::Duration::from_micros(us))
+}
+
+/// [`parse_busy_poll`] of the environment.
+pub fn busy_poll_from_env() -> Result<std::time::Duration, String> {
+    parse_busy_poll(std::env::var(BUSY_POLL_ENV).ok().as_deref())
+}
+
 /// Whether large payloads go through pipes ([`SPLICE_ENV`] not `off`).
 pub fn splice_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -137,6 +179,29 @@ impl ExportRegistry for ExportGate {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn busy_poll_values() {
+        use std::time::Duration;
+        assert_eq!(
+            parse_busy_poll(None),
+            Ok(Duration::from_micros(DEFAULT_BUSY_POLL_US))
+        );
+        assert_eq!(parse_busy_poll(Some("0")), Ok(Duration::ZERO));
+        assert_eq!(parse_busy_poll(Some(" 75 ")), Ok(Duration::from_micros(75)));
+        assert_eq!(
+            parse_busy_poll(Some("10000")),
+            Ok(Duration::from_micros(10_000))
+        );
+        for bad in ["10001", "-1", "50us", "", "off"] {
+            assert_eq!(
+                parse_busy_poll(Some(bad)),
+                Err(format!(
+                    "HADISK_BUSY_POLL_US={bad:?} is not valid: use a number of microseconds from 0 (off) to 10000"
+                )),
+            );
+        }
+    }
+
     use super::*;
     use hadisk_nbd_server::LocalVolume;
     use hadisk_storage::MemDevice;

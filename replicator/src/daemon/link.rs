@@ -375,6 +375,7 @@ fn challenge() -> Bytes {
 /// Runs the peer-proto handshake; on failure tells the peer why.
 async fn handshake(cfg: &LinkConfig, stream: TcpStream, addr: SocketAddr) -> Result<Conn, String> {
     let _ = stream.set_nodelay(true);
+    hadisk_nbd_server::busy_poll::watch(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let (mut read, mut write) = stream.into_split();
     let mut hs = Handshake::new(HandshakeConfig {
         local_name: cfg.local_name.clone(),

@@ -52,11 +52,18 @@ pub fn run(g: &GlobalOpts) -> anyhow::Result<()> {
         std::fs::set_permissions(&g.run_dir, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("setting mode 0755 on {}", g.run_dir.display()))?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hadisk")
-        .build()
-        .context("starting the tokio runtime")?;
+    let busy_poll = export::busy_poll_from_env().map_err(|e| anyhow::anyhow!(e))?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("hadisk");
+    if !busy_poll.is_zero() {
+        // One event thread: the thread that polls must be the one the
+        // runtime would wake (see `hadisk_nbd_server::busy_poll`).
+        hadisk_nbd_server::busy_poll::enable(busy_poll).context("setting up busy polling")?;
+        builder
+            .worker_threads(1)
+            .on_thread_park(hadisk_nbd_server::busy_poll::before_park);
+    }
+    let runtime = builder.build().context("starting the tokio runtime")?;
     runtime.block_on(run_async(g.run_dir.clone(), io_mode))
 }
 
