@@ -128,7 +128,7 @@ impl Pipe {
 }
 
 /// One `splice` call; `Ok(0)` is end of input.
-fn splice(
+pub(crate) fn splice(
     from: RawFd,
     from_offset: Option<&mut libc::loff_t>,
     to: RawFd,

@@ -14,7 +14,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use crate::pipe::{readable_bytes, Pipe};
+use crate::pipe::{readable_bytes, splice, Pipe};
 
 /// Pipe capacity the pool may hold at once, in bytes. An unprivileged
 /// user's pipes share a quota (`pipe-user-pages-soft`, 64 MiB of capacity
@@ -71,20 +71,16 @@ pub(crate) fn drain_and_give(pipe: Pipe, mut len_bytes: usize) {
         return;
     };
     while len_bytes > 0 {
-        // SAFETY: no pointers; both descriptors are open for the call.
-        let n = unsafe {
-            libc::splice(
-                pipe.read.as_raw_fd(),
-                std::ptr::null_mut(),
-                null,
-                std::ptr::null_mut(),
-                len_bytes,
-                libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        match n {
-            n if n > 0 => len_bytes = len_bytes.saturating_sub(n as usize),
-            -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+        match splice(
+            pipe.read.as_raw_fd(),
+            None,
+            null,
+            None,
+            len_bytes,
+            libc::SPLICE_F_NONBLOCK,
+        ) {
+            Ok(n) if n > 0 => len_bytes = len_bytes.saturating_sub(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // End of data earlier than counted, or an error: not reusable
             // on our count alone; `give` checks the kernel's.
             _ => break,

@@ -44,6 +44,7 @@ pub struct Daemon {
 /// Runs the daemon in the foreground until SIGTERM/SIGINT.
 pub fn run(g: &GlobalOpts) -> anyhow::Result<()> {
     let io_mode = export::io_mode_from_env().map_err(|e| anyhow::anyhow!(e))?;
+    let busy_poll = export::busy_poll_from_env().map_err(|e| anyhow::anyhow!(e))?;
     if !g.run_dir.exists() {
         // Only a directory we create gets our mode: a run dir the operator
         // chose (even /tmp) keeps its own.
@@ -52,7 +53,6 @@ pub fn run(g: &GlobalOpts) -> anyhow::Result<()> {
         std::fs::set_permissions(&g.run_dir, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("setting mode 0755 on {}", g.run_dir.display()))?;
     }
-    let busy_poll = export::busy_poll_from_env().map_err(|e| anyhow::anyhow!(e))?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("hadisk");
     if !busy_poll.is_zero() {
