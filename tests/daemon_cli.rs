@@ -42,38 +42,37 @@ fn commands_without_a_daemon_fail_with_one_line_saying_how_to_start_it() {
     assert_eq!(node.fails(&["status"]), expected);
 }
 
-#[test]
-fn an_unknown_io_mode_stops_the_daemon_at_start() {
+/// The daemon, started with `var=value`, exits 1 with `message` before it
+/// makes its control socket.
+fn daemon_refuses(var: &str, value: &str, message: &str) {
     let node = Node::new("alpha");
     let out = node
         .cmd(&["daemon"])
-        .env("HADISK_IO_MODE", "fast")
+        .env(var, value)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "hadisk: HADISK_IO_MODE=\"fast\" is not valid: use `adaptive`, `blocking` or `inline`\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), message);
     assert!(!node.run_dir().join("hadisk.sock").exists());
 }
 
 #[test]
-fn a_bad_busy_poll_stops_the_daemon_at_start() {
-    let node = Node::new("alpha");
-    let out = node
-        .cmd(&["daemon"])
-        .env("HADISK_BUSY_POLL_US", "lots")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "hadisk: HADISK_BUSY_POLL_US=\"lots\" is not valid: use a number of microseconds from 0 (off) to 10000\n"
+fn an_unknown_io_mode_stops_the_daemon_at_start() {
+    daemon_refuses(
+        "HADISK_IO_MODE",
+        "fast",
+        "hadisk: HADISK_IO_MODE=\"fast\" is not valid: use `adaptive`, `blocking` or `inline`\n",
     );
-    assert!(!node.run_dir().join("hadisk.sock").exists());
+}
+
+#[test]
+fn a_bad_busy_poll_stops_the_daemon_at_start() {
+    daemon_refuses(
+        "HADISK_BUSY_POLL_US",
+        "lots",
+        "hadisk: HADISK_BUSY_POLL_US=\"lots\" is not valid: use a number of microseconds from 0 (off) to 10000\n",
+    );
 }
 
 #[test]
