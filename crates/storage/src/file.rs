@@ -1,7 +1,9 @@
 //! The file and block-device backend.
 //!
-//! One `File`, opened once; every I/O is a positional `pread`/`pwrite` on it
-//! with no lock, so I/Os from many threads run concurrently in the kernel.
+//! One `File`, opened once; every I/O is a positional `pread`/`pwrite` on it,
+//! so I/Os from many threads run concurrently in the kernel — except
+//! buffered writes to a regular file, which the file system serializes
+//! anyway and which take turns on a mutex here (see `write_gate`).
 //! The size is read at open (`fstat` for regular files, `BLKGETSIZE64` for
 //! block devices) and never changes: a regular file is never grown.
 //!
