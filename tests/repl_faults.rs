@@ -291,3 +291,41 @@ fn primary_force_right_after_up_always_ends_connected_and_in_sync() {
         );
     }
 }
+
+#[test]
+fn the_peer_link_uses_the_configured_congestion_control() {
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut pair = Pair::new(RES, 32 * MIB, "");
+    // The default is cubic whatever the machine's (this one's is bbr).
+    for (net, want) in [
+        ("", "cubic".to_string()),
+        ("tcp-congestion reno;", "reno".to_string()),
+        ("tcp-congestion system;", system.clone()),
+    ] {
+        pair.write_res(net);
+        let (_da, _db) = pair.daemons();
+        pair.up_connected();
+        let both = vec![want.clone(), want.clone()];
+        wait_until(
+            &format!("both ends of the link on {want} ({net})"),
+            10,
+            || link_congestion(&pair) == both,
+        );
+    }
+    // A name the kernel does not have: the link still comes up, on the
+    // system's default, and both logs say why.
+    pair.write_res("tcp-congestion nosuchcc;");
+    let (da, db) = pair.daemons();
+    pair.up_connected();
+    assert_eq!(link_congestion(&pair), vec![system.clone(), system]);
+    for d in [&da, &db] {
+        let log = d.log_text();
+        assert!(
+            log.contains("tcp-congestion nosuchcc: refused by the kernel; the peer link uses the system's default"),
+            "{log}"
+        );
+    }
+}

@@ -626,3 +626,18 @@ pub fn link_bytes(pair: &Pair) -> u64 {
     );
     total
 }
+
+/// The congestion control of each end of the pair's peer link (alpha's
+/// outgoing connection to beta's port and beta's accepted end), as `ss -ti`
+/// names it.
+pub fn link_congestion(pair: &Pair) -> Vec<String> {
+    let known = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .unwrap_or_default();
+    let known: Vec<&str> = known.split_whitespace().collect();
+    let filter = format!("( sport = :{p} or dport = :{p} )", p = pair.port_b);
+    let out = sh("ss", &["-tinH", "state", "established", &filter]);
+    out.split_whitespace()
+        .filter(|w| known.contains(w))
+        .map(str::to_string)
+        .collect()
+}

@@ -883,3 +883,50 @@ fn split_brain_dir_default_path_and_off() {
         "t.res:1:30: `split-brain-dir` must be an absolute path or `off`, not `saved`"
     );
 }
+
+#[test]
+fn tcp_congestion_defaults_to_cubic_and_system_keeps_the_kernels() {
+    let res = |net: &str| {
+        format!(
+            "resource r {{ net {{ {net} }}\n on a {{ device /dev/nbd0; disk /d; address 10.0.0.1:7789; meta-disk internal; }}\n on b {{ device /dev/nbd0; disk /d; address 10.0.0.2:7789; meta-disk internal; }}\n}}\n"
+        )
+    };
+    let congestion = |net: &str| {
+        parse(&res(net))
+            .resource("r")
+            .unwrap()
+            .net
+            .tcp_congestion
+            .clone()
+    };
+    assert_eq!(congestion(""), Some("cubic".to_string()));
+    assert_eq!(
+        hadisk_config::drbd::DEFAULT_TCP_CONGESTION,
+        "cubic",
+        "README's table names the default"
+    );
+    assert_eq!(congestion("tcp-congestion reno;"), Some("reno".into()));
+    assert_eq!(congestion("tcp-congestion bbr;"), Some("bbr".into()));
+    assert_eq!(
+        congestion("tcp-congestion highspeed_2;"),
+        Some("highspeed_2".into())
+    );
+    assert_eq!(congestion("tcp-congestion system;"), None);
+    // A name the kernel could never have: wrong characters, too long, none.
+    assert_eq!(
+        err(&res("tcp-congestion Cubic;")),
+        "t.res:1:35: `tcp-congestion Cubic` is not a congestion control's name: at most 15 of a-z, 0-9, `_`, `-` (see /proc/sys/net/ipv4/tcp_available_congestion_control), or `system`"
+    );
+    assert!(err(&res("tcp-congestion abcdefghijklmnop;"))
+        .contains("`tcp-congestion abcdefghijklmnop` is not a congestion control's name"));
+    assert_eq!(
+        err(&res("tcp-congestion;")),
+        "t.res:1:34: missing value for `tcp-congestion` (usage: tcp-congestion NAME; (cubic, reno, …) or tcp-congestion system;)"
+    );
+    assert!(err(&res("tcp-congestion cubic reno;")).contains("unexpected `reno`"));
+    // Not reported as an ignored DRBD option: hadisk acts on it.
+    assert!(parse(&res("tcp-congestion reno;"))
+        .ignored()
+        .next()
+        .is_none());
+}

@@ -668,6 +668,7 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         ping_int: Duration::from_millis(res.net.ping_int_ms.max(100)),
         ping_timeout: Duration::from_millis(res.net.ping_timeout_ms.max(100)),
         connect_int: Duration::from_millis(res.net.connect_int_ms.max(100)),
+        tcp_congestion: res.net.tcp_congestion.clone(),
     };
     let digest = |key: &str, value: &Option<String>| -> anyhow::Result<Option<DigestAlg>> {
         value

@@ -375,6 +375,7 @@ fn net_option(d: &mut Draft, s: &Stmt) -> Result<()> {
             net.max_buffers = plain_number(v, "max-buffers", 32, 131_072, "pages")? as u32;
         }
         "allow-two-primaries" => net.allow_two_primaries = boolean(s)?,
+        "tcp-congestion" => net.tcp_congestion = tcp_congestion(s)?,
         _ => {
             return ignore_or_unknown(
                 "net",
@@ -386,6 +387,35 @@ fn net_option(d: &mut Draft, s: &Stmt) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The kernel's limit on a congestion control's name (`TCP_CA_NAME_MAX`
+/// is 16 bytes with the terminating NUL).
+const TCP_CA_NAME_MAX_CHARS: usize = 15;
+
+/// `tcp-congestion NAME;` or `tcp-congestion system;` (`None`). Whether the
+/// kernel has NAME is known only when the link sets it; the daemon then logs
+/// a refusal and keeps the default, so a typo here is caught by shape only.
+fn tcp_congestion(s: &Stmt) -> Result<Option<String>> {
+    let v = one(
+        s,
+        "tcp-congestion NAME; (cubic, reno, …) or tcp-congestion system;",
+    )?;
+    if v.text == "system" {
+        return Ok(None);
+    }
+    let shaped = !v.text.is_empty()
+        && v.text.len() <= TCP_CA_NAME_MAX_CHARS
+        && v.text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !shaped {
+        return Err(v.pos.error(format!(
+            "`tcp-congestion {}` is not a congestion control's name: at most {TCP_CA_NAME_MAX_CHARS} of a-z, 0-9, `_`, `-` (see /proc/sys/net/ipv4/tcp_available_congestion_control), or `system`",
+            v.text
+        )));
+    }
+    Ok(Some(v.text.clone()))
 }
 
 /// DRBD's resync-rate range: 1 KiB/s to 4 GiB/s (drbd_limits.h).

@@ -17,7 +17,7 @@ use std::path::Path;
 pub use build::{NODE_ID_MAX, SHARED_SECRET_MAX_CHARS};
 pub use model::{
     AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, Config, Disk, Global, Host, Ignored, MetaDisk, Net,
-    OnIoError, Protocol, Resource, Startup, DEFAULT_SPLIT_BRAIN_DIR,
+    OnIoError, Protocol, Resource, Startup, DEFAULT_SPLIT_BRAIN_DIR, DEFAULT_TCP_CONGESTION,
 };
 pub(crate) use syntax::read_limited;
 pub use syntax::{MAX_BLOCK_DEPTH, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH};

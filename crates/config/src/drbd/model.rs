@@ -295,7 +295,16 @@ pub struct Net {
     pub max_buffers: u32,
     /// `allow-two-primaries`.
     pub allow_two_primaries: bool,
+    /// hadisk's `tcp-congestion NAME;`: the TCP congestion control of the
+    /// peer link's sockets; `None` (`tcp-congestion system;`) keeps the
+    /// kernel's default. The default is `cubic`, not the system's: a pacing
+    /// algorithm such as BBR spreads each replicated write's segments over
+    /// time, and under protocol C every write waits for its last segment.
+    pub tcp_congestion: Option<String>,
 }
+
+/// The peer link's congestion control when the resource file names none.
+pub const DEFAULT_TCP_CONGESTION: &str = "cubic";
 
 impl Default for Net {
     fn default() -> Self {
@@ -314,6 +323,7 @@ impl Default for Net {
             connect_int_ms: 10_000,
             max_buffers: 2048,
             allow_two_primaries: false,
+            tcp_congestion: Some(DEFAULT_TCP_CONGESTION.to_string()),
         }
     }
 }

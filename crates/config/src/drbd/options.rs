@@ -42,6 +42,8 @@ pub const NET_IMPLEMENTED: &[&str] = &[
     "connect-int",
     "max-buffers",
     "allow-two-primaries",
+    // hadisk's addition: the peer link's TCP congestion control.
+    "tcp-congestion",
 ];
 /// `net { }` options parsed and ignored.
 pub const NET_IGNORED: &[&str] = &[
