@@ -265,7 +265,7 @@ if os.path.exists(notes):
     section += "\n" + open(notes).read().strip() + "\n"
 text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
 pattern = re.compile(r"## Replication\n.*?(?=\n## |\Z)", re.S)
-text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
 open(path, "w").write(text.rstrip("\n") + "\n")
 PY
 fi
