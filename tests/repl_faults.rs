@@ -306,7 +306,7 @@ fn the_peer_link_uses_the_configured_congestion_control() {
         ("tcp-congestion system;", system.clone()),
     ] {
         pair.write_res(net);
-        let (_da, _db) = pair.daemons();
+        let (da, db) = pair.daemons();
         pair.up_connected();
         let both = vec![want.clone(), want.clone()];
         wait_until(
@@ -314,18 +314,24 @@ fn the_peer_link_uses_the_configured_congestion_control() {
             10,
             || link_congestion(&pair) == both,
         );
+        // The log says which one the link runs on.
+        for d in [&da, &db] {
+            let log = d.log_text();
+            assert!(log.contains(&format!("congestion={want}")), "{log}");
+        }
     }
     // A name the kernel does not have: the link still comes up, on the
     // system's default, and both logs say why.
     pair.write_res("tcp-congestion nosuchcc;");
     let (da, db) = pair.daemons();
     pair.up_connected();
-    assert_eq!(link_congestion(&pair), vec![system.clone(), system]);
+    assert_eq!(link_congestion(&pair), vec![system.clone(), system.clone()]);
     for d in [&da, &db] {
         let log = d.log_text();
         assert!(
             log.contains("tcp-congestion nosuchcc: refused by the kernel; the peer link uses the system's default"),
             "{log}"
         );
+        assert!(log.contains(&format!("congestion={system}")), "{log}");
     }
 }

@@ -367,7 +367,17 @@ impl Manager {
         let gen = self.next_gen;
         self.next_gen += 1;
         let out = Arc::new(LinkOut::new(conn.write));
-        info!(resource = %self.cfg.resource, peer = %conn.addr, "peer link up (authenticated)");
+        // What the kernel actually uses (the configured one, or the
+        // system's default if it refused that at bind).
+        let congestion = socket2::SockRef::from(conn.read.as_ref())
+            .tcp_congestion()
+            .map(|name| {
+                String::from_utf8_lossy(&name)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        info!(resource = %self.cfg.resource, peer = %conn.addr, %congestion, "peer link up (authenticated)");
         let writer = tokio::spawn(write_loop(
             self.cfg.clone(),
             gen,
