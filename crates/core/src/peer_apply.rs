@@ -58,7 +58,8 @@ impl Resource {
         let w = PeerWrite {
             seq,
             offset_bytes,
-            data,
+            len_bytes: len,
+            data: Some(data),
             fua,
             resync,
             rx: self.rx_counter,
@@ -74,11 +75,15 @@ impl Resource {
         let Some(w) = self.peer_writes.get_mut(&id) else {
             return;
         };
+        // Issued once: the payload moves to the action.
+        let Some(data) = w.data.take() else {
+            return;
+        };
         w.issued = true;
         let action = Action::WriteLocal {
             io: id,
             offset_bytes: w.offset_bytes,
-            data: w.data.clone(),
+            data,
             fua: w.fua,
         };
         self.out.push(action);
@@ -88,7 +93,7 @@ impl Resource {
         let Some(w) = self.peer_writes.remove(&id) else {
             return;
         };
-        let len = w.data.len() as u64;
+        let len = w.len_bytes;
         self.unlock_span(w.offset_bytes, len);
         let current = w.epoch == self.link_epoch;
         if !ok {

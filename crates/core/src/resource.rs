@@ -151,7 +151,11 @@ pub(crate) enum WriteStage {
 pub(crate) struct PeerWrite {
     pub seq: u64,
     pub offset_bytes: u64,
-    pub data: Payload,
+    pub len_bytes: u64,
+    /// Handed over to the `WriteLocal` action when the write is issued, so
+    /// that the disk write holds the payload's only reference (a pipe
+    /// payload is then written without a `tee`).
+    pub data: Option<Payload>,
     pub fua: bool,
     pub resync: bool,
     /// Receive order, for flush ordering.
@@ -745,7 +749,7 @@ impl Resource {
             Queued::PeerWrite(id) => self
                 .peer_writes
                 .get(&id)
-                .map(|w| Self::blocks_of(w.offset_bytes, w.data.len() as u64)),
+                .map(|w| Self::blocks_of(w.offset_bytes, w.len_bytes)),
             Queued::ResyncRead(id) => self
                 .source_reads
                 .get(&id)

@@ -388,6 +388,12 @@ impl BlockDevice for FileDevice {
         self.gated(|| data.write_to_file(self.file.as_raw_fd(), offset_bytes))
     }
 
+    fn write_pipe_owned(&self, data: PipeData, offset_bytes: u64) -> io::Result<()> {
+        check_range(offset_bytes, data.len() as u64, self.size_bytes)?;
+        self.check_writable()?;
+        self.gated(|| data.into_file(self.file.as_raw_fd(), offset_bytes))
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         if self.read_only {
             return Ok(());
@@ -494,6 +500,31 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::process::Command;
+
+    /// A payload's last holder writes it from the pipes themselves; a
+    /// payload someone else still holds is written from a copy and stays
+    /// whole for that holder. Either way the disk gets every byte.
+    #[test]
+    fn an_owned_pipe_payload_is_written_and_a_shared_one_stays_whole() {
+        use hadisk_payload::Payload;
+        let (_dir, path) = temp_image(4 << 20);
+        let dev = FileDevice::open(&path, false).unwrap();
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 + 3) as u8).collect();
+        let only = Payload::Pipe(std::sync::Arc::new(PipeData::from_bytes(&data).unwrap()));
+        dev.write_payload_owned(only, 0).unwrap();
+        let shared = std::sync::Arc::new(PipeData::from_bytes(&data).unwrap());
+        dev.write_payload_owned(Payload::Pipe(shared.clone()), 2 << 20)
+            .unwrap();
+        assert_eq!(shared.to_vec().unwrap(), data, "the other holder's copy");
+        for at in [0u64, 2 << 20] {
+            let mut back = vec![0u8; data.len()];
+            dev.read_at(&mut back, at).unwrap();
+            assert_eq!(back, data, "at {at}");
+        }
+        // Past the end: refused before anything is written.
+        let late = PipeData::from_bytes(&data).unwrap();
+        assert!(dev.write_pipe_owned(late, (4 << 20) - 4096).is_err());
+    }
 
     fn temp_image(size_bytes: u64) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

@@ -109,11 +109,28 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn write_pipe(&self, data: &PipeData, offset_bytes: u64) -> io::Result<()> {
         self.write_at(&data.to_vec()?, offset_bytes)
     }
+    /// As [`BlockDevice::write_pipe`], for a payload no one else holds: the
+    /// file device moves the pipes' own pages instead of a `tee` of them.
+    fn write_pipe_owned(&self, data: PipeData, offset_bytes: u64) -> io::Result<()> {
+        self.write_pipe(&data, offset_bytes)
+    }
     /// Writes a payload, whichever way it is held.
     fn write_payload(&self, data: &Payload, offset_bytes: u64) -> io::Result<()> {
         match data {
             Payload::Bytes(b) => self.write_at(b, offset_bytes),
             Payload::Pipe(p) => self.write_pipe(p, offset_bytes),
+        }
+    }
+    /// [`BlockDevice::write_payload`] for a caller that is done with the
+    /// payload: if it was the last holder of a pipe payload, the pipes are
+    /// written without a copy of their page references.
+    fn write_payload_owned(&self, data: Payload, offset_bytes: u64) -> io::Result<()> {
+        match data {
+            Payload::Bytes(b) => self.write_at(&b, offset_bytes),
+            Payload::Pipe(p) => match Arc::try_unwrap(p) {
+                Ok(only) => self.write_pipe_owned(only, offset_bytes),
+                Err(shared) => self.write_pipe(&shared, offset_bytes),
+            },
         }
     }
     /// Makes every completed write durable (fdatasync).
@@ -171,6 +188,9 @@ macro_rules! forward_block_device {
             }
             fn write_pipe(&self, data: &PipeData, offset_bytes: u64) -> io::Result<()> {
                 (**self).write_pipe(data, offset_bytes)
+            }
+            fn write_pipe_owned(&self, data: PipeData, offset_bytes: u64) -> io::Result<()> {
+                (**self).write_pipe_owned(data, offset_bytes)
             }
             fn sync_data(&self) -> io::Result<()> {
                 (**self).sync_data()

@@ -394,7 +394,8 @@ impl Driver {
                 data,
             } => {
                 let start = self.gate.start();
-                let ok = match self.io.disk.write_payload(&data, offset_bytes) {
+                let len = data.len();
+                let ok = match self.io.disk.write_payload_owned(data, offset_bytes) {
                     Ok(()) => true,
                     Err(e) => {
                         warn!(resource = %self.name, error = %e, "local I/O failed");
@@ -402,7 +403,7 @@ impl Driver {
                     }
                 };
                 if self.io.mode == IoMode::Adaptive {
-                    self.gate.finish(start, data.len());
+                    self.gate.finish(start, len);
                 }
                 Some(Event::IoDone { io, ok })
             }
@@ -495,12 +496,13 @@ impl Driver {
                     }
                     let disk = self.io.disk.clone();
                     self.blocking(io, move || {
-                        disk.write_payload(&data, offset_bytes)?;
+                        let len = data.len() as u64;
+                        disk.write_payload_owned(data, offset_bytes)?;
                         if fua {
                             disk.sync_data()?;
                         }
                         if behind {
-                            let _ = disk.start_writeback(offset_bytes, data.len() as u64);
+                            let _ = disk.start_writeback(offset_bytes, len);
                         }
                         Ok(())
                     });

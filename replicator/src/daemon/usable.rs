@@ -52,6 +52,10 @@ impl BlockDevice for UsableArea {
         check_range(offset_bytes, data.len() as u64, self.usable_bytes)?;
         self.disk.write_pipe(data, offset_bytes)
     }
+    fn write_pipe_owned(&self, data: PipeData, offset_bytes: u64) -> io::Result<()> {
+        check_range(offset_bytes, data.len() as u64, self.usable_bytes)?;
+        self.disk.write_pipe_owned(data, offset_bytes)
+    }
     fn sync_data(&self) -> io::Result<()> {
         self.disk.sync_data()
     }
@@ -87,6 +91,8 @@ mod tests {
         assert!(area.write_at(&[7u8; 4096], (512 << 10) - 4095).is_err());
         assert!(area.write_zeroes(512 << 10, 1, false).is_err());
         assert!(area.read_at(&mut [0u8; 1], u64::MAX).is_err());
+        let payload = PipeData::from_bytes(&[7u8; 8192]).unwrap();
+        assert!(area.write_pipe_owned(payload, (512 << 10) - 4096).is_err());
         let mut tail = vec![1u8; 4096];
         disk.read_at(&mut tail, 512 << 10).unwrap();
         assert!(tail.iter().all(|&b| b == 0));
