@@ -177,7 +177,10 @@ fn ocf_agent_drives_a_replicating_pair_as_a_promotable_clone() {
     expect(a, "monitor", &[], OCF_RUNNING_MASTER);
     expect(b, "monitor", &[], OCF_SUCCESS);
     assert_eq!(last_score(b), SCORE_UPTODATE);
-    assert_eq!(b.resource_status(RES)["peer"]["role"], "Primary");
+    // alpha's new role reaches beta with alpha's next state message.
+    wait_until("beta to see alpha as Primary", 20, || {
+        b.resource_status(RES)["peer"]["role"] == "Primary"
+    });
     // Single primary: beta is refused while alpha is Primary.
     let err = expect(b, "promote", &[("OCF_RESKEY_tries", "1")], OCF_ERR_GENERIC);
     assert!(

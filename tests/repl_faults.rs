@@ -196,7 +196,14 @@ fn a_connected_pair_refuses_two_primaries_and_demotion_under_clients() {
     pair.a.ok(&["secondary", RES]);
     // Now beta may take over, without --force: its disk is UpToDate.
     pair.b.ok(&["primary", RES]);
-    assert_eq!(pair.a.resource_status(RES)["peer"]["role"], "Primary");
+    assert_eq!(pair.b.resource_status(RES)["role"], "Primary");
+    // alpha granted the promotion before beta took it; beta's new role
+    // reaches alpha's status with beta's next state message.
+    wait_until("alpha to see beta as Primary", 20, || {
+        pair.a.resource_status(RES)["peer"]["role"] == "Primary"
+    });
+    let err = pair.a.fails(&["primary", RES]);
+    assert!(err.contains("the peer is Primary"), "{err}");
 }
 
 #[test]
