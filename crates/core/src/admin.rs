@@ -2,7 +2,9 @@
 //! peer's side of two-phase promotion.
 //!
 //! Promotion rules (DRBD's, single-Primary):
-//! * refused while the peer is Primary (or we granted it promotion);
+//! * refused while the peer is Primary (or we granted it promotion): while
+//!   connected the peer itself answers, as our view of its role may be a
+//!   state message behind;
 //! * refused for a disk that is not UpToDate unless `--force`, and `--force`
 //!   is refused while connected (the peer may hold better data);
 //! * while connected, promotion asks the peer first (`PromoteRequest`); the
@@ -107,9 +109,13 @@ impl Resource {
             return Err(CoreError::NoUsableDisk { disk: self.disk });
         }
         if self.link_is_up() {
-            if self.peer_role == Role::Primary || self.granted_peer {
+            if self.granted_peer {
                 return Err(CoreError::PeerIsPrimary);
             }
+            // A peer we last saw as Primary is asked all the same: it may
+            // have demoted a moment ago (`secondary` there, then `primary`
+            // here at once, as a manual switchover does) and its state
+            // message be still on the way; its answer is authoritative.
             if self.disk != DiskState::UpToDate {
                 return Err(if force {
                     CoreError::ForceWhileConnected {
@@ -199,9 +205,16 @@ impl Resource {
             self.persist_primary();
         } else {
             self.promoting = None;
+            // The peer's state messages precede its reply on the link, so
+            // its role as we know it now is the reason it refused.
+            let refusal = if self.peer_role == Role::Primary {
+                CoreError::PeerIsPrimary
+            } else {
+                CoreError::PromotionDenied
+            };
             self.out.push(Action::AdminDone {
                 cmd,
-                result: Err(CoreError::PromotionDenied),
+                result: Err(refusal),
             });
         }
     }

@@ -405,18 +405,54 @@ fn flush_reaches_both_disks_before_it_completes() {
     assert_eq!(a.result(40), Some(Ok(())));
 }
 
+/// A manual switchover: `secondary` on A returns, and `primary` on B at
+/// once, while A's state message saying it is Secondary is still on the
+/// way. B asks A, whose answer is authoritative, and becomes Primary.
+#[test]
+fn promotion_right_after_the_peer_demoted_is_granted() {
+    let (mut a, mut b) = synced_pair();
+    assert_eq!(a.admin(60, AdminOp::Demote), None);
+    // Demotion flushes both disks: carry messages until it is done, and
+    // not one message further.
+    for _ in 0..10 {
+        a.finish_io();
+        if a.admin.last().is_some_and(|(c, _)| *c == CmdId(60)) {
+            break;
+        }
+        while let Some(m) = a.outbox.pop_front() {
+            b.ev(Event::Peer(m));
+        }
+        b.finish_io();
+        while let Some(m) = b.outbox.pop_front() {
+            a.ev(Event::Peer(m));
+        }
+    }
+    assert_eq!(a.admin.last().unwrap(), &(CmdId(60), Ok(())));
+    assert_eq!(a.r.role(), Role::Secondary);
+    // A's state message has not reached B: B still sees a Primary peer.
+    assert!(!a.outbox.is_empty());
+    assert_eq!(b.admin(61, AdminOp::Promote { force: false }), None);
+    settle(&mut a, &mut b);
+    assert_eq!(b.admin.last().unwrap(), &(CmdId(61), Ok(())));
+    assert_eq!(b.r.role(), Role::Primary);
+    assert_eq!(a.r.role(), Role::Secondary);
+}
+
 #[test]
 fn promotion_rules() {
     let (mut a, mut b) = synced_pair();
-    // Peer is Primary: refused, whatever the disk.
-    assert_eq!(
-        b.admin(50, AdminOp::Promote { force: false }),
-        Some(Err(CoreError::PeerIsPrimary))
-    );
-    assert_eq!(
-        b.admin(51, AdminOp::Promote { force: true }),
-        Some(Err(CoreError::PeerIsPrimary))
-    );
+    // Peer is Primary: refused by the peer, whatever the disk.
+    for cmd in [50, 51] {
+        let force = cmd == 51;
+        assert_eq!(b.admin(cmd, AdminOp::Promote { force }), None);
+        settle(&mut a, &mut b);
+        assert_eq!(
+            b.admin.last().unwrap(),
+            &(CmdId(cmd), Err(CoreError::PeerIsPrimary))
+        );
+        assert_eq!(b.r.role(), Role::Secondary);
+        assert_eq!(a.r.role(), Role::Primary);
+    }
     // Demote A, then B may promote through the two-phase handshake.
     assert_eq!(a.admin(52, AdminOp::Demote), None);
     settle(&mut a, &mut b);
@@ -437,9 +473,11 @@ fn promotion_rules() {
     settle(&mut a, &mut b);
     assert_eq!(b.admin.last().unwrap(), &(CmdId(55), Ok(())));
     assert_eq!(b.r.role(), Role::Primary);
+    assert_eq!(a.admin(56, AdminOp::Promote { force: false }), None);
+    settle(&mut a, &mut b);
     assert_eq!(
-        a.admin(56, AdminOp::Promote { force: false }),
-        Some(Err(CoreError::PeerIsPrimary))
+        a.admin.last().unwrap(),
+        &(CmdId(56), Err(CoreError::PeerIsPrimary))
     );
     // B "crashes": A, UpToDate, is promoted without --force.
     cut(&mut a, &mut b);
