@@ -481,8 +481,6 @@ impl PipeData {
         }
     }
 
-    /// Writes the payload into `file` at `offset_bytes` (the page-cache copy
-    /// is the only one made).
     /// Moves the payload into `file` at `offset_bytes` out of its own
     /// pipes, without the `tee` a shared payload needs (one system call and
     /// one pipe fewer per pipe of payload): for the payload's last holder.
@@ -497,6 +495,9 @@ impl PipeData {
         }
         .write_to_file(file, offset_bytes)
     }
+
+    /// Writes the payload into `file` at `offset_bytes` (the page-cache copy
+    /// is the only one made).
     pub fn write_to_file(&self, file: RawFd, offset_bytes: u64) -> io::Result<()> {
         match self.source()? {
             Source::Pipe(cursor) => cursor.write_to_file(file, offset_bytes),
