@@ -117,7 +117,10 @@ impl Resource {
             // here at once, as a manual switchover does) and its state
             // message be still on the way; its answer is authoritative.
             if self.disk != DiskState::UpToDate {
-                return Err(if force {
+                // Refused whatever the peer says: name the first reason.
+                return Err(if self.peer_role == Role::Primary {
+                    CoreError::PeerIsPrimary
+                } else if force {
                     CoreError::ForceWhileConnected {
                         replication: self.repl,
                     }

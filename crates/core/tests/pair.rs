@@ -287,6 +287,15 @@ fn initial_sync_after_force_copies_everything_and_reports_progress() {
     }
     assert_eq!(a.r.replication(), Replication::SyncSource);
     assert_eq!(b.r.replication(), Replication::SyncTarget);
+    // The SyncTarget may not promote, forced or not: the Primary peer is
+    // named as the reason, without asking it.
+    for (cmd, force) in [(5, false), (6, true)] {
+        assert_eq!(
+            b.admin(cmd, AdminOp::Promote { force }),
+            Some(Err(CoreError::PeerIsPrimary))
+        );
+    }
+    assert!(b.outbox.is_empty());
     let st = a.r.status(1000);
     assert_eq!(st.out_of_sync_bytes, SIZE);
     assert_eq!(st.resync.as_ref().unwrap().done_bytes, 0);
