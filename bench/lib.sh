@@ -61,7 +61,8 @@ run_fio() {
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
 
-# --- A pair of hadisk nodes under $work (alpha, beta; config $work/pair.res).
+# --- A pair of hadisk nodes under $work (alpha, beta; config $work/pair.res,
+# or $res when the caller sets it: several pairs side by side).
 
 # The commit measured (and whether the code had uncommitted changes).
 tree_id() {
@@ -80,7 +81,7 @@ now() { date +%s.%N; }
 hadisk() {
     local dir=$1 node=$2
     shift 2
-    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" "$HADISK_BIN" "$@"
+    HADISK_CONFIG="${res:-$work/pair.res}" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" "$HADISK_BIN" "$@"
 }
 
 # start_daemon NODE_DIR NODE: the node's daemon in the background (its log
@@ -89,7 +90,7 @@ hadisk() {
 start_daemon() {
     local dir=$1 node=$2
     mkdir -p "$dir/run"
-    HADISK_CONFIG="$work/pair.res" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" RUST_LOG=${DAEMON_LOG:-warn} \
+    HADISK_CONFIG="${res:-$work/pair.res}" HADISK_NODE=$node HADISK_RUN_DIR="$dir/run" RUST_LOG=${DAEMON_LOG:-warn} \
         "$HADISK_BIN" daemon >>"$dir/daemon.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do [[ -S $dir/run/hadisk.sock ]] && break; sleep 0.1; done

@@ -8,12 +8,15 @@
 # next to nbdcopy copying the same bytes between the same two disks.
 #
 # Every target gets SIZE_MIB files of random data (no holes) through the page
-# cache; each target is started once per round and runs all jobs
-# (target-major order: the pair's initial full sync is paid once per round,
-# outside the measurement), with a `sync` before each job so that no job
-# pays for the previous one's dirty pages. With ROUNDS > 1 the whole sweep
-# repeats and each figure is the median of its rounds (single runs on this
-# shared 2-core machine swing by 30 % and more on QD1 and reads).
+# cache, its own files. Each round starts every target once (the pair's
+# initial full sync is paid then, outside the measurement) and then runs
+# job-major: each job on each target in turn, the targets' order rotated
+# from round to round, with a `sync` before each job so that no job pays
+# for the previous one's dirty pages. A ratio then compares runs seconds
+# apart, not minutes: this shared 2-core machine's speed drifts by 10-30 %
+# over minutes (until 2026-12-01 the script ran target-major, each target
+# all its jobs in one go, and a ratio's two sides were up to four minutes
+# apart). With ROUNDS > 1 each figure is the median of its rounds.
 #
 # Environment:
 #   RUNTIME_S   seconds per fio job (default 8)
@@ -56,65 +59,72 @@ synced() { # dir node
     [[ $st == *peer-disk:UpToDate* && $st != *replication:* ]]
 }
 
-# A pair over two images: alpha (Primary) and beta. With "standalone",
-# beta is never started and alpha is a Primary with no peer.
-start_pair() { # mode imgA imgB
-    local mode=$1 a=$2 b=$3 pa pb
+# A pair over two images in DIR: alpha (Primary) and beta, config
+# DIR/pair.res (the global `res`, which lib.sh's helpers read). With
+# "standalone", beta is never started and alpha is a Primary with no peer.
+# Sets uri, and for a pair sync_s and usable.
+start_pair() { # mode dir
+    local mode=$1 d=$2 pa pb
+    res="$d/pair.res"
     read -r pa pb < <(free_ports)
-    cat >"$work/pair.res" <<EOF
+    cat >"$res" <<EOF
 resource data {
   net { protocol C; }
-  on alpha { device /dev/nbd0; disk $a; address 127.0.0.1:$pa; meta-disk internal; }
-  on beta { device /dev/nbd0; disk $b; address 127.0.0.1:$pb; meta-disk internal; }
+  on alpha { device /dev/nbd0; disk $d/a.img; address 127.0.0.1:$pa; meta-disk internal; }
+  on beta { device /dev/nbd0; disk $d/b.img; address 127.0.0.1:$pb; meta-disk internal; }
 }
 EOF
-    hadisk "$work/alpha" alpha create-md --force --yes data >/dev/null
-    start_daemon "$work/alpha" alpha
-    hadisk "$work/alpha" alpha up data >/dev/null
+    hadisk "$d/alpha" alpha create-md --force --yes data >/dev/null
+    start_daemon "$d/alpha" alpha
+    hadisk "$d/alpha" alpha up data >/dev/null
     if [[ $mode == pair ]]; then
-        hadisk "$work/beta" beta create-md --force --yes data >/dev/null
-        start_daemon "$work/beta" beta
-        hadisk "$work/beta" beta up data >/dev/null
-        until [[ $(status_field "$work/alpha" alpha "r['peer']['connection']") == Connected ]]; do sleep 0.1; done
+        hadisk "$d/beta" beta create-md --force --yes data >/dev/null
+        start_daemon "$d/beta" beta
+        hadisk "$d/beta" beta up data >/dev/null
+        until [[ $(status_field "$d/alpha" alpha "r['peer']['connection']") == Connected ]]; do sleep 0.1; done
     fi
     local t0
     t0=$(date +%s.%N)
-    hadisk "$work/alpha" alpha primary --force data >/dev/null
+    hadisk "$d/alpha" alpha primary --force data >/dev/null
     if [[ $mode == pair ]]; then
         # The plain status (one small Rust process per poll, no Python):
         # polling must not take CPU from the sync it measures.
-        until synced "$work/alpha" alpha; do sleep 0.02; done
+        until synced "$d/alpha" alpha; do sleep 0.02; done
         sync_s=$(python3 -c "import time; print(time.time() - $t0)")
-        usable=$(status_field "$work/alpha" alpha "r['size_bytes']")
+        usable=$(status_field "$d/alpha" alpha "r['size_bytes']")
     fi
-    uri="nbd+unix:///data?socket=$work/alpha/run/data.nbd"
+    uri="nbd+unix:///data?socket=$d/alpha/run/data.nbd"
 }
 
+# A target's directory: its images, sockets and logs (and a pair's nodes).
+tdir() { echo "$work/t.$1"; }
+
 start_target() { # name
-    local name=$1
+    local name=$1 d
+    d=$(tdir "$name")
     case $name in
         nbdkit)
-            nbdkit -f -U "$work/nbdkit.sock" file "$work/a.img" >"$work/nbdkit.log" 2>&1 &
+            nbdkit -f -U "$d/nbdkit.sock" file "$d/a.img" >"$d/nbdkit.log" 2>&1 &
             pids+=($!)
-            uri="nbd+unix:///?socket=$work/nbdkit.sock" ;;
-        hadisk) start_pair standalone "$work/a.img" "$work/b.img" ;;
-        pair) start_pair pair "$work/a.img" "$work/b.img" ;;
+            uri="nbd+unix:///?socket=$d/nbdkit.sock" ;;
+        hadisk) start_pair standalone "$d" ;;
+        pair) start_pair pair "$d" ;;
         qemu-mirror)
             local port
             port=$(free_port)
-            qemu-nbd -f raw --cache=writeback --aio=threads -t -e 8 -b 127.0.0.1 -p "$port" -x b "$work/b.img" \
-                >"$work/qemu-nbd.log" 2>&1 &
+            qemu-nbd -f raw --cache=writeback --aio=threads -t -e 8 -b 127.0.0.1 -p "$port" -x b "$d/b.img" \
+                >"$d/qemu-nbd.log" 2>&1 &
             pids+=($!)
             wait_uri "nbd://127.0.0.1:$port/b"
             qemu-storage-daemon \
-                --blockdev driver=file,node-name=fileA,filename="$work/a.img",cache.direct=off,aio=threads \
+                --blockdev driver=file,node-name=fileA,filename="$d/a.img",cache.direct=off,aio=threads \
                 --blockdev driver=raw,node-name=rawA,file=fileA \
                 --blockdev driver=nbd,node-name=nbdB,server.type=inet,server.host=127.0.0.1,server.port="$port",export=b \
                 --blockdev driver=quorum,node-name=r0,children.0=rawA,children.1=nbdB,vote-threshold=2,read-pattern=fifo \
-                --nbd-server addr.type=unix,addr.path="$work/qsd.sock" \
-                --export type=nbd,id=exp0,node-name=r0,name=r0,writable=on >"$work/qsd.log" 2>&1 &
+                --nbd-server addr.type=unix,addr.path="$d/qsd.sock" \
+                --export type=nbd,id=exp0,node-name=r0,name=r0,writable=on >"$d/qsd.log" 2>&1 &
             pids+=($!)
-            uri="nbd+unix:///r0?socket=$work/qsd.sock" ;;
+            uri="nbd+unix:///r0?socket=$d/qsd.sock" ;;
         *) echo "unknown target $name" >&2; exit 2 ;;
     esac
     wait_uri "$uri"
@@ -144,45 +154,62 @@ PY2
 }
 
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$work/seed.img"
-declare -A result
+read -r -a targets <<<"$TARGETS"
+declare -A result uris
 sync_runs=""
 copy_runs=""
 sync_line=""
 for round in $(seq 1 "$ROUNDS"); do
-    for target in $TARGETS; do
-        cp "$work/seed.img" "$work/a.img"
-        cp "$work/seed.img" "$work/b.img"
-        # No stale sockets of the previous round (a server refuses to bind
-        # them, and a daemon's control socket must be its own).
-        rm -rf "$work"/*.sock "${work:?}/alpha" "${work:?}/beta"
-        sync
+    # This round's order: the target list rotated by one per round, so
+    # that no target always runs first (or right after another).
+    shift_by=$(((round - 1) % ${#targets[@]}))
+    order=("${targets[@]:shift_by}" "${targets[@]:0:shift_by}")
+    for target in "${order[@]}"; do
+        d=$(tdir "$target")
+        # Fresh files, and no stale sockets or node directories of the
+        # previous round (a server refuses to bind a stale socket, and a
+        # daemon's control socket must be its own).
+        rm -rf "$d"
+        mkdir -p "$d"
+        cp "$work/seed.img" "$d/a.img"
+        cp "$work/seed.img" "$d/b.img"
+    done
+    sync
+    for target in "${order[@]}"; do
         start_target "$target"
+        uris[$target]=$uri
         if [[ $target == pair ]]; then
+            pair_usable=$usable
             sync_mbs=$(python3 -c "print(f'{$usable / $sync_s / 1e6:.0f}')")
             sync_runs+="$sync_mbs;"
             echo "round $round pair: initial full sync of $usable bytes in ${sync_s} s = $sync_mbs MB/s" >&2
         fi
-        for entry in "${jobs[@]}"; do
-            job=${entry%%|*}
+    done
+    for entry in "${jobs[@]}"; do
+        job=${entry%%|*}
+        for target in "${order[@]}"; do
             sync
-            run_fio "$uri" "$job" "${entry#*|} --lat_percentiles=1" "$work/$target.$job.json"
+            run_fio "${uris[$target]}" "$job" "${entry#*|} --lat_percentiles=1" "$work/$target.$job.json"
             figs=$(figures "$work/$target.$job.json")
             result[$target.$job]+="$figs;"
             echo "round $round $target $job: $figs" >&2
         done
-        if [[ $target == pair ]]; then
-            # Protocol C: after the writes, both disks' usable areas are equal.
-            a_sum=$(head -c "$usable" "$work/a.img" | sha256sum | cut -d' ' -f1)
-            b_sum=$(head -c "$usable" "$work/b.img" | sha256sum | cut -d' ' -f1)
-            [[ $a_sum == "$b_sum" ]] || { echo "pair: the disks differ after the run" >&2; exit 1; }
-        fi
-        stop_all
     done
+    if [[ " $TARGETS " == *" pair "* ]]; then
+        # Protocol C: after the writes, both disks' usable areas are equal.
+        d=$(tdir pair)
+        a_sum=$(head -c "$pair_usable" "$d/a.img" | sha256sum | cut -d' ' -f1)
+        b_sum=$(head -c "$pair_usable" "$d/b.img" | sha256sum | cut -d' ' -f1)
+        [[ $a_sum == "$b_sum" ]] || { echo "pair: the disks differ after the run" >&2; exit 1; }
+    fi
+    stop_all
+    for target in "${order[@]}"; do rm -rf "$(tdir "$target")"; done
 
     if [[ " $TARGETS " == *" pair "* ]]; then
         # nbdcopy copying the same bytes between the same two disks, each
         # exported by nbdkit (one NBD connection per side, as the link is one).
         cp "$work/seed.img" "$work/a.img"
+        cp "$work/seed.img" "$work/b.img"
         rm -f "$work"/*.sock
         sync
         nbdkit -f -U "$work/src.sock" file "$work/a.img" >/dev/null 2>&1 &
@@ -197,6 +224,7 @@ for round in $(seq 1 "$ROUNDS"); do
         nbdcopy "nbd+unix:///?socket=$work/src.sock" "nbd+unix:///?socket=$work/dst.sock"
         copy_s=$(python3 -c "import time; print(time.time() - $t0)")
         stop_all
+        rm -f "$work/a.img" "$work/b.img"
         copy_mbs=$(python3 -c "print(f'{$SIZE_MIB * 1048576 / $copy_s / 1e6:.0f}')")
         copy_runs+="$copy_mbs;"
         echo "round $round nbdcopy: $copy_mbs MB/s" >&2
@@ -239,7 +267,7 @@ table=$(
 note="Produced by \`bench/repl-compare.sh\`: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores (shared), \
 ${SIZE_MIB} MiB random-filled files on $(df -T "$work" | awk 'NR==2{print $2}'), page cache, \
 fio ioengine=nbd over a Unix socket, ${FIO_SIZE_MIB} MiB range, ${RUNTIME_S} s per job, median of ${ROUNDS} round(s), \
-target-major order (each server started once per round for all jobs, \`sync\` before each job), \
+job-major order (every server started once per round, then each job on each target in turn, the order rotated per round, \`sync\` before each job), \
 latency = fio's total latency (lat, not clat). pair = two hadisk daemons on \
 loopback, protocol C (a write completes when both disks have it), the Primary's export measured \
 after the initial full sync; hadisk = one daemon, a Primary with no peer; qemu-mirror = \
