@@ -125,7 +125,12 @@ pub(crate) enum Queued {
 pub(crate) struct AppWrite {
     pub req: ReqId,
     pub offset_bytes: u64,
-    pub data: Payload,
+    pub len_bytes: u64,
+    /// Handed over when the write is issued (to the `WriteLocal` action and
+    /// the peer's `Data` message), so that the core keeps no reference: the
+    /// disk write or the link, whichever takes the payload last, then
+    /// holds its only reference and moves a pipe payload without a `tee`.
+    pub data: Option<Payload>,
     pub fua: bool,
     pub stage: WriteStage,
     pub local_ok: Option<bool>,
@@ -745,7 +750,7 @@ impl Resource {
             Queued::AppWrite(id) => self
                 .writes
                 .get(&id)
-                .map(|w| Self::blocks_of(w.offset_bytes, w.data.len() as u64)),
+                .map(|w| Self::blocks_of(w.offset_bytes, w.len_bytes)),
             Queued::PeerWrite(id) => self
                 .peer_writes
                 .get(&id)

@@ -51,7 +51,8 @@ impl Resource {
         let w = AppWrite {
             req,
             offset_bytes,
-            data,
+            len_bytes: len,
+            data: Some(data),
             fua,
             stage: WriteStage::Queued,
             local_ok: None,
@@ -84,10 +85,7 @@ impl Resource {
         if matches!(self.link, Link::Handshake(_)) {
             return false;
         }
-        let Some((offset_bytes, len)) = self
-            .writes
-            .get(&id)
-            .map(|w| (w.offset_bytes, w.data.len() as u64))
+        let Some((offset_bytes, len)) = self.writes.get(&id).map(|w| (w.offset_bytes, w.len_bytes))
         else {
             return true;
         };
@@ -155,24 +153,36 @@ impl Resource {
         let Some(w) = self.writes.get_mut(&id) else {
             return;
         };
+        // Issued once: a write whose payload was handed over is never
+        // issued again.
+        let Some(data) = w.data.take() else {
+            return;
+        };
         w.stage = WriteStage::Issued;
-        let (offset_bytes, data, fua) = (w.offset_bytes, w.data.clone(), w.fua);
+        let (offset_bytes, len_bytes, fua) = (w.offset_bytes, w.len_bytes, w.fua);
         if mirror {
             w.peer_wait = true;
             w.sent_to_peer = true;
         }
         if !mirror {
-            let _ = self.bitmap.set_bytes(offset_bytes, data.len() as u64);
+            let _ = self.bitmap.set_bytes(offset_bytes, len_bytes);
         }
-        self.out.push(Action::WriteLocal {
-            io: id,
-            offset_bytes,
-            data: data.clone(),
-            fua,
-        });
         if mirror {
+            self.out.push(Action::WriteLocal {
+                io: id,
+                offset_bytes,
+                data: data.clone(),
+                fua,
+            });
             self.send(Message::Data {
                 seq: id.0,
+                offset_bytes,
+                data,
+                fua,
+            });
+        } else {
+            self.out.push(Action::WriteLocal {
+                io: id,
                 offset_bytes,
                 data,
                 fua,
@@ -185,7 +195,7 @@ impl Resource {
             return;
         };
         w.local_ok = Some(ok);
-        let (offset_bytes, len) = (w.offset_bytes, w.data.len() as u64);
+        let (offset_bytes, len) = (w.offset_bytes, w.len_bytes);
         if !ok {
             // The block may now differ from the peer's.
             let _ = self.bitmap.set_bytes(offset_bytes, len);
@@ -207,7 +217,7 @@ impl Resource {
         w.peer_acked = ok;
         if !ok {
             w.sent_to_peer = false;
-            let (o, l) = (w.offset_bytes, w.data.len() as u64);
+            let (o, l) = (w.offset_bytes, w.len_bytes);
             let _ = self.bitmap.set_bytes(o, l);
         }
         self.try_complete_write(id);
@@ -224,7 +234,7 @@ impl Resource {
         let Some(w) = self.writes.remove(&id) else {
             return;
         };
-        let len = w.data.len() as u64;
+        let len = w.len_bytes;
         self.unlock_span(w.offset_bytes, len);
         // With the local disk failed, a write the peer does not have cannot
         // be vouched for: the bitmap bit and the new generation that would
@@ -402,7 +412,7 @@ impl Resource {
             if let Some(w) = self.writes.get_mut(id) {
                 w.peer_wait = false;
                 w.sent_to_peer = false;
-                let (o, l) = (w.offset_bytes, w.data.len() as u64);
+                let (o, l) = (w.offset_bytes, w.len_bytes);
                 let _ = self.bitmap.set_bytes(o, l);
             }
         }
@@ -437,7 +447,7 @@ impl Resource {
             .collect();
         for id in queued {
             if let Some(w) = self.writes.remove(&id) {
-                let len = w.data.len() as u64;
+                let len = w.len_bytes;
                 if w.stage != WriteStage::Queued {
                     self.unlock_span(w.offset_bytes, len);
                     self.release_al(w.offset_bytes, len, w.al_held);

@@ -368,6 +368,68 @@ fn link_loss_marks_unacked_blocks_and_the_primary_goes_on_alone() {
     assert_eq!(a.r.status(0).out_of_sync_bytes, 0);
 }
 
+/// Once a mirrored write is issued the core keeps no reference to its
+/// payload: the disk write and the link's `Data` message hold the only
+/// two, so whichever of them finishes with it last can move a pipe
+/// payload's own pages (no `tee`) — the Primary's share of the zero-copy
+/// path, as the Secondary's `PeerWrite` hands its payload over.
+#[test]
+fn an_issued_write_leaves_its_payload_to_the_disk_write_and_the_link() {
+    use hadisk_payload::{Payload, PipeData};
+    use std::sync::Arc;
+    let (mut a, _b) = synced_pair();
+    let pipe = Arc::new(PipeData::from_bytes(&[7u8; 8192]).unwrap());
+    a.ev(Event::ClientWrite {
+        req: ReqId(1),
+        offset_bytes: 0,
+        data: Payload::Pipe(pipe.clone()),
+        fua: false,
+    });
+    // Complete only metadata (the activity log's transaction) until the
+    // data write is issued.
+    for _ in 0..8 {
+        if a.has_io(|x| matches!(x, Action::WriteLocal { .. })) {
+            break;
+        }
+        for x in std::mem::take(&mut a.io) {
+            if matches!(x, Action::WriteMeta { .. }) {
+                a.complete(x);
+            } else {
+                a.io.push(x);
+            }
+        }
+    }
+    let local =
+        a.io.iter()
+            .position(|x| matches!(x, Action::WriteLocal { .. }))
+            .expect("the local write was issued");
+    let data = a
+        .outbox
+        .iter()
+        .position(|m| matches!(m, Message::Data { .. }))
+        .expect("the write went to the peer");
+    assert_eq!(
+        Arc::strong_count(&pipe),
+        3,
+        "this test, the disk write, the link"
+    );
+    // The peer applies the write (and lets go of the payload) first.
+    let data = a.outbox.remove(data).unwrap();
+    let mut b = _b;
+    b.ev(Event::Peer(data));
+    b.finish_io();
+    assert_eq!(Arc::strong_count(&pipe), 2, "this test and the disk write");
+    let local = a.io.remove(local);
+    a.complete(local);
+    assert_eq!(Arc::strong_count(&pipe), 1, "the core kept a reference");
+    // The write completes by its length and both acknowledgements alone.
+    assert_eq!(a.result(1), None, "completed before the peer acked");
+    let ack = b.outbox.pop_front().unwrap();
+    a.ev(Event::Peer(ack));
+    assert_eq!(a.result(1), Some(Ok(())));
+    assert_eq!((a.disk.get(&15), b.disk.get(&15)), (Some(&7), Some(&7)));
+}
+
 #[test]
 fn a_write_into_a_new_extent_waits_for_its_al_transaction() {
     let (mut a, mut b) = synced_pair();

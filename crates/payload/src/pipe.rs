@@ -484,16 +484,24 @@ impl PipeData {
     /// Moves the payload into `file` at `offset_bytes` out of its own
     /// pipes, without the `tee` a shared payload needs (one system call and
     /// one pipe fewer per pipe of payload): for the payload's last holder.
-    pub fn into_file(mut self, file: RawFd, offset_bytes: u64) -> io::Result<()> {
+    pub fn into_file(self, file: RawFd, offset_bytes: u64) -> io::Result<()> {
+        match self.into_source() {
+            Source::Pipe(cursor) => cursor.write_to_file(file, offset_bytes),
+            Source::Memory(bytes) => pwrite_all(file, &bytes, offset_bytes),
+        }
+    }
+
+    /// The payload's own pipes as a consumable cursor, without the `tee`
+    /// [`PipeData::source`] makes for a shared payload: for its last holder.
+    pub fn into_source(mut self) -> Source {
         if let Some(bytes) = self.memory.get() {
-            return pwrite_all(file, bytes, offset_bytes);
+            return Source::Memory(bytes.clone());
         }
         let segments = std::mem::take(self.segments.get_mut().unwrap_or_else(|p| p.into_inner()));
-        PipeCursor {
+        Source::Pipe(PipeCursor {
             segments: segments.into(),
             left_bytes: self.len_bytes,
-        }
-        .write_to_file(file, offset_bytes)
+        })
     }
 
     /// Writes the payload into `file` at `offset_bytes` (the page-cache copy
@@ -691,6 +699,45 @@ mod tests {
         let mut back = vec![0u8; data.len()];
         file.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, data);
+    }
+
+    /// The last holder's cursor is the payload's own pipes: sent through a
+    /// socket, every byte arrives; a payload held in memory comes back as
+    /// its bytes.
+    #[test]
+    fn into_source_hands_over_the_pipes_and_they_carry_every_byte() {
+        let data = pattern(700_000, 9);
+        let p = PipeData::from_bytes(&data).unwrap();
+        let pipes = p.pipes();
+        let Source::Pipe(mut cursor) = p.into_source() else {
+            panic!("not a pipe")
+        };
+        assert_eq!((cursor.left(), cursor.segments.len()), (data.len(), pipes));
+        let (tx, mut rx) = UnixStream::pair().unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut back = Vec::new();
+            rx.read_to_end(&mut back).unwrap();
+            back
+        });
+        while cursor.left() > 0 {
+            match cursor.splice_to(tx.as_raw_fd()) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(tx);
+        assert_eq!(reader.join().unwrap(), data);
+
+        let small = pattern(4096, 2);
+        let m = PipeData::from_bytes(&small).unwrap();
+        let _ = m.memory.set(Bytes::from(small.clone()));
+        m.segments.lock().unwrap().clear();
+        let Source::Memory(bytes) = m.into_source() else {
+            panic!("not memory")
+        };
+        assert_eq!(bytes, small);
     }
 
     #[test]

@@ -60,9 +60,15 @@ pub struct LinkOut {
 #[derive(Debug)]
 enum Part {
     Bytes(Bytes),
-    /// A payload in a pipe; `cursor` is its tee'd copy, once at the front.
+    /// A payload in a pipe. At the front it becomes `cursor`, the bytes
+    /// to splice: the payload's own pipes if the link holds its last
+    /// reference by then (the local disk write finished first), else a
+    /// `tee` of them; either way the link then lets go of `data`, so that
+    /// a disk write still running holds the last reference and moves the
+    /// pipes without a `tee` of its own.
     Pipe {
-        data: Arc<PipeData>,
+        len_bytes: usize,
+        data: Option<Arc<PipeData>>,
         cursor: Option<PipeCursor>,
     },
 }
@@ -71,7 +77,7 @@ impl Part {
     fn len(&self) -> usize {
         match self {
             Part::Bytes(b) => b.len(),
-            Part::Pipe { data, .. } => data.len(),
+            Part::Pipe { len_bytes, .. } => *len_bytes,
         }
     }
 }
@@ -127,7 +133,11 @@ impl LinkOut {
                 match frame.payload {
                     Payload::Bytes(b) if b.is_empty() => {}
                     Payload::Bytes(b) => st.parts.push_back(Part::Bytes(b)),
-                    Payload::Pipe(data) => st.parts.push_back(Part::Pipe { data, cursor: None }),
+                    Payload::Pipe(data) => st.parts.push_back(Part::Pipe {
+                        len_bytes: data.len(),
+                        data: Some(data),
+                        cursor: None,
+                    }),
                 }
             }
             Err(e) => {
@@ -174,12 +184,15 @@ impl LinkOut {
             let front_written = st.front_written;
             let n = match st.parts.front_mut() {
                 None => return Ok(Drained::Empty),
-                Some(Part::Pipe { data, cursor }) => {
-                    if cursor.is_none() {
-                        match data
-                            .source()
-                            .map_err(|e| format!("sending to the peer: {e}"))?
-                        {
+                Some(Part::Pipe { data, cursor, .. }) => {
+                    if let Some(data) = data.take() {
+                        let source = match Arc::try_unwrap(data) {
+                            Ok(only) => only.into_source(),
+                            Err(shared) => shared
+                                .source()
+                                .map_err(|e| format!("sending to the peer: {e}"))?,
+                        };
+                        match source {
                             Source::Pipe(c) => *cursor = Some(c),
                             // No pipe for a copy: the payload went to memory.
                             Source::Memory(bytes) => {
@@ -191,7 +204,9 @@ impl LinkOut {
                         }
                     }
                     let Some(cursor) = cursor.as_mut() else {
-                        continue;
+                        // Unreachable: the payload became a cursor or bytes
+                        // above; never spin on a front that cannot move.
+                        return Err("sending to the peer: a payload was lost".into());
                     };
                     let socket = self.write.as_ref();
                     // Through try_io, so that a full socket clears the
