@@ -342,3 +342,63 @@ fn the_peer_link_uses_the_configured_congestion_control() {
         assert!(log.contains(&format!("congestion={system}")), "{log}");
     }
 }
+
+/// `sndbuf-size` / `rcvbuf-size` fix both ends' socket buffers at the
+/// configured sizes (the socket's buffer is the size itself, as DRBD sets
+/// it); without them the kernel autotunes, and the log says which.
+#[test]
+fn the_peer_link_uses_the_configured_socket_buffers() {
+    let root = is_root();
+    // Without CAP_NET_ADMIN the kernel caps a buffer at the sysctl.
+    let expect = |bytes: u64, sysctl: &str| {
+        if root {
+            return bytes;
+        }
+        let max: u64 = std::fs::read_to_string(sysctl)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        2 * (bytes / 2).min(max)
+    };
+    let want = (
+        expect(1 << 20, "/proc/sys/net/core/rmem_max"),
+        expect(512 << 10, "/proc/sys/net/core/wmem_max"),
+    );
+    let mut pair = Pair::new(RES, 32 * MIB, "");
+    pair.write_res("sndbuf-size 512k; rcvbuf-size 1M;");
+    let (da, db) = pair.daemons();
+    pair.up_connected();
+    wait_until("both ends' buffers at the configured sizes", 10, || {
+        link_buffers(&pair) == vec![want, want]
+    });
+    for d in [&da, &db] {
+        let log = d.log_text();
+        assert!(
+            log.contains(&format!("sndbuf={} rcvbuf={}", want.1, want.0)),
+            "{log}"
+        );
+    }
+    drop((da, db));
+    // The initial sync and 8 MiB of writes cross a link with small fixed
+    // buffers intact.
+    pair.write_res("sndbuf-size 64k; rcvbuf-size 64k;");
+    let (da, db) = pair.daemons();
+    pair.up_connected();
+    pair.first_sync();
+    write_random(&pair.a, 4, 8);
+    pair.wait_in_sync(30);
+    assert_identical(&pair);
+    drop((da, db));
+    // By default the kernel autotunes both.
+    pair.write_res("");
+    let (da, db) = pair.daemons();
+    pair.up_connected();
+    for d in [&da, &db] {
+        let log = d.log_text();
+        assert!(
+            log.contains("sndbuf=auto(") && log.contains("rcvbuf=auto("),
+            "{log}"
+        );
+    }
+}

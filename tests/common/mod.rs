@@ -627,6 +627,26 @@ pub fn link_bytes(pair: &Pair) -> u64 {
     total
 }
 
+/// The receive and send buffers (`rb`, `tb` of `ss -m`, bytes) of each end
+/// of the pair's peer link.
+pub fn link_buffers(pair: &Pair) -> Vec<(u64, u64)> {
+    let filter = format!("( sport = :{p} or dport = :{p} )", p = pair.port_b);
+    let out = sh("ss", &["-tinmH", "state", "established", &filter]);
+    out.split_whitespace()
+        .filter_map(|w| w.strip_prefix("skmem:("))
+        .map(|m| {
+            let field = |name: &str| {
+                m.trim_end_matches(')')
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            (field("rb"), field("tb"))
+        })
+        .collect()
+}
+
 /// The congestion control of each end of the pair's peer link (alpha's
 /// outgoing connection to beta's port and beta's accepted end), as `ss -ti`
 /// names it.

@@ -930,3 +930,41 @@ fn tcp_congestion_defaults_to_cubic_and_system_keeps_the_kernels() {
         .next()
         .is_none());
 }
+
+/// `sndbuf-size` / `rcvbuf-size` as DRBD reads them: bytes, or with K/M;
+/// 0 (the default) is autotune; at most 10M; acted upon, not ignored.
+#[test]
+fn socket_buffer_sizes_are_bytes_up_to_10m_and_zero_autotunes() {
+    let res = |net: &str| {
+        format!(
+            "resource r {{ net {{ {net} }}\n on a {{ device /dev/nbd0; disk /d; address 10.0.0.1:7789; meta-disk internal; }}\n on b {{ device /dev/nbd0; disk /d; address 10.0.0.2:7789; meta-disk internal; }}\n}}\n"
+        )
+    };
+    let sizes = |net: &str| {
+        let r = parse(&res(net));
+        let net = &r.resource("r").unwrap().net;
+        (net.sndbuf_bytes, net.rcvbuf_bytes)
+    };
+    assert_eq!(sizes(""), (0, 0));
+    assert_eq!(
+        sizes("sndbuf-size 512k; rcvbuf-size 1M;"),
+        (512 << 10, 1 << 20)
+    );
+    assert_eq!(sizes("sndbuf-size 65536; rcvbuf-size 0;"), (65536, 0));
+    assert_eq!(sizes("sndbuf-size 10M;"), (10 << 20, 0));
+    assert_eq!(
+        hadisk_config::drbd::SOCKET_BUFFER_MAX_BYTES,
+        10 << 20,
+        "DRBD's DRBD_SNDBUF_SIZE_MAX"
+    );
+    assert_eq!(
+        err(&res("sndbuf-size 11M;")),
+        "t.res:1:32: `11M` is out of range for `sndbuf-size`: 0..10M"
+    );
+    assert!(err(&res("rcvbuf-size 1X;")).contains("bad unit `X` in `1X` for `rcvbuf-size`"));
+    assert!(err(&res("rcvbuf-size big;")).contains("`big` is not a number"));
+    assert!(parse(&res("sndbuf-size 512k; rcvbuf-size 1M;"))
+        .ignored()
+        .next()
+        .is_none());
+}

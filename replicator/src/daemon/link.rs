@@ -29,6 +29,7 @@
 //! - garbage on the port is a logged decode error on that connection only.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +77,9 @@ pub struct LinkConfig {
     pub connect_int: Duration,
     /// `tcp-congestion`: `None` keeps the kernel's default.
     pub tcp_congestion: Option<String>,
+    /// `sndbuf-size` / `rcvbuf-size` in bytes; 0 = the kernel autotunes.
+    pub sndbuf_bytes: u64,
+    pub rcvbuf_bytes: u64,
 }
 
 impl std::fmt::Debug for LinkConfig {
@@ -140,6 +144,21 @@ pub async fn bind(mut cfg: LinkConfig) -> anyhow::Result<Bound> {
         );
         cfg.tcp_congestion = None;
     }
+    // On the listening socket too: accepted connections inherit its
+    // buffer sizes (and that they are fixed).
+    set_buffers(&socket, &cfg).map_err(cannot)?;
+    let (sndbuf, rcvbuf) = buffer_sizes(&socket);
+    for (key, want, got, sysctl) in [
+        ("sndbuf-size", cfg.sndbuf_bytes, sndbuf, "net.core.wmem_max"),
+        ("rcvbuf-size", cfg.rcvbuf_bytes, rcvbuf, "net.core.rmem_max"),
+    ] {
+        if want != 0 && got < want {
+            warn!(
+                resource = %cfg.resource,
+                "{key} {want}: the kernel allows {got} bytes ({sysctl}; a daemon with CAP_NET_ADMIN is not capped)"
+            );
+        }
+    }
     let listener = socket
         .set_reuseaddr(true)
         .and_then(|()| socket.bind(cfg.listen))
@@ -172,6 +191,59 @@ fn set_congestion(socket: &TcpSocket, name: Option<&str>) -> std::io::Result<()>
         Some(name) => socket2::SockRef::from(socket).set_tcp_congestion(name.as_bytes()),
         None => Ok(()),
     }
+}
+
+/// Fixes the socket's send and receive buffers at `sndbuf-size` and
+/// `rcvbuf-size` (0 leaves one to the kernel's autotuning). As in DRBD the
+/// socket's buffer is the configured size itself: `setsockopt` doubles
+/// what it is given (room for the kernel's bookkeeping), so it gets half.
+/// The `…FORCE` options, which root's `CAP_NET_ADMIN` allows, pass
+/// `net.core.wmem_max` / `rmem_max` (208 KiB on many systems); without
+/// the capability the plain ones are capped there and `bind` says so.
+fn set_buffers(socket: &TcpSocket, cfg: &LinkConfig) -> std::io::Result<()> {
+    let fd = socket.as_raw_fd();
+    for (bytes, force, plain) in [
+        (cfg.sndbuf_bytes, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        (cfg.rcvbuf_bytes, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    ] {
+        if bytes == 0 {
+            continue;
+        }
+        let half = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX);
+        if set_int_option(fd, force, half).is_err() {
+            set_int_option(fd, plain, half)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_int_option(fd: RawFd, option: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: `value` is a live c_int for the duration of the call and its
+    // size is passed along; `fd` is a socket the caller owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The socket's send and receive buffers as the kernel has them (0 when
+/// it cannot say).
+fn buffer_sizes(socket: &impl AsFd) -> (u64, u64) {
+    let s = socket2::SockRef::from(socket);
+    (
+        s.send_buffer_size().map_or(0, |n| n as u64),
+        s.recv_buffer_size().map_or(0, |n| n as u64),
+    )
 }
 
 impl Bound {
@@ -377,7 +449,17 @@ impl Manager {
                     .to_string()
             })
             .unwrap_or_else(|e| format!("unknown ({e})"));
-        info!(resource = %self.cfg.resource, peer = %conn.addr, %congestion, "peer link up (authenticated)");
+        let (sndbuf, rcvbuf) = buffer_sizes(conn.read.as_ref());
+        let shown = |configured: u64, now: u64| {
+            if configured == 0 {
+                format!("auto({now})")
+            } else {
+                now.to_string()
+            }
+        };
+        let sndbuf = shown(self.cfg.sndbuf_bytes, sndbuf);
+        let rcvbuf = shown(self.cfg.rcvbuf_bytes, rcvbuf);
+        info!(resource = %self.cfg.resource, peer = %conn.addr, %congestion, %sndbuf, %rcvbuf, "peer link up (authenticated)");
         let writer = tokio::spawn(write_loop(
             self.cfg.clone(),
             gen,
@@ -409,6 +491,7 @@ async fn outgoing(cfg: &LinkConfig) -> Result<Conn, String> {
     let socket = new_socket(cfg.peer).map_err(|e| format!("connecting to {}: {e}", cfg.peer))?;
     // Refused already at bind (then `None` here) or allowed.
     let _ = set_congestion(&socket, cfg.tcp_congestion.as_deref());
+    set_buffers(&socket, cfg).map_err(|e| format!("connecting to {}: {e}", cfg.peer))?;
     let connect = tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.connect(cfg.peer)).await;
     let stream = match connect {
         Ok(Ok(s)) => s,

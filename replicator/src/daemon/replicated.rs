@@ -669,6 +669,8 @@ fn open(name: &str, config: &Path, node: &str) -> anyhow::Result<Opened> {
         ping_timeout: Duration::from_millis(res.net.ping_timeout_ms.max(100)),
         connect_int: Duration::from_millis(res.net.connect_int_ms.max(100)),
         tcp_congestion: res.net.tcp_congestion.clone(),
+        sndbuf_bytes: res.net.sndbuf_bytes,
+        rcvbuf_bytes: res.net.rcvbuf_bytes,
     };
     let digest = |key: &str, value: &Option<String>| -> anyhow::Result<Option<DigestAlg>> {
         value

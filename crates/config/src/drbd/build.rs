@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use super::model::{
     AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, Config, Disk, Global, Host, Ignored, MetaDisk, Net,
-    OnIoError, Protocol, Resource, Startup,
+    OnIoError, Protocol, Resource, Startup, SOCKET_BUFFER_MAX_BYTES,
 };
 use super::options as opt;
 use super::syntax::{Pos, Stmt, Value};
@@ -376,6 +376,8 @@ fn net_option(d: &mut Draft, s: &Stmt) -> Result<()> {
         }
         "allow-two-primaries" => net.allow_two_primaries = boolean(s)?,
         "tcp-congestion" => net.tcp_congestion = tcp_congestion(s)?,
+        "sndbuf-size" => net.sndbuf_bytes = socket_buffer(s)?,
+        "rcvbuf-size" => net.rcvbuf_bytes = socket_buffer(s)?,
         _ => {
             return ignore_or_unknown(
                 "net",
@@ -416,6 +418,16 @@ fn tcp_congestion(s: &Stmt) -> Result<Option<String>> {
         )));
     }
     Ok(Some(v.text.clone()))
+}
+
+/// `sndbuf-size` / `rcvbuf-size`: bytes (a plain number) or K, M, G, up
+/// to DRBD's 10M; 0 means autotune.
+fn socket_buffer(s: &Stmt) -> Result<u64> {
+    let v = one(
+        s,
+        &format!("{} SIZE; (bytes, or with K or M; 0 = autotune)", s.key),
+    )?;
+    size_bytes(v, &s.key, 1, 0, SOCKET_BUFFER_MAX_BYTES)
 }
 
 /// DRBD's resync-rate range: 1 KiB/s to 4 GiB/s (drbd_limits.h).

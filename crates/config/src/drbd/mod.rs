@@ -18,6 +18,7 @@ pub use build::{NODE_ID_MAX, SHARED_SECRET_MAX_CHARS};
 pub use model::{
     AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, Config, Disk, Global, Host, Ignored, MetaDisk, Net,
     OnIoError, Protocol, Resource, Startup, DEFAULT_SPLIT_BRAIN_DIR, DEFAULT_TCP_CONGESTION,
+    SOCKET_BUFFER_MAX_BYTES,
 };
 pub(crate) use syntax::read_limited;
 pub use syntax::{MAX_BLOCK_DEPTH, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH};

@@ -301,7 +301,16 @@ pub struct Net {
     /// algorithm such as BBR spreads each replicated write's segments over
     /// time, and under protocol C every write waits for its last segment.
     pub tcp_congestion: Option<String>,
+    /// `sndbuf-size` in bytes: the peer link's TCP send buffer; 0 (the
+    /// default) lets the kernel autotune it, as in DRBD since 8.0.13.
+    pub sndbuf_bytes: u64,
+    /// `rcvbuf-size` in bytes: the receive buffer, 0 = autotune.
+    pub rcvbuf_bytes: u64,
 }
+
+/// DRBD's limit on `sndbuf-size` and `rcvbuf-size` (drbd_limits.h: "a tcp
+/// send buffer of more than 10M" is not useful).
+pub const SOCKET_BUFFER_MAX_BYTES: u64 = 10 << 20;
 
 /// The peer link's congestion control when the resource file names none.
 pub const DEFAULT_TCP_CONGESTION: &str = "cubic";
@@ -324,6 +333,8 @@ impl Default for Net {
             max_buffers: 2048,
             allow_two_primaries: false,
             tcp_congestion: Some(DEFAULT_TCP_CONGESTION.to_string()),
+            sndbuf_bytes: 0,
+            rcvbuf_bytes: 0,
         }
     }
 }

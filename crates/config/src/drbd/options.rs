@@ -42,6 +42,8 @@ pub const NET_IMPLEMENTED: &[&str] = &[
     "connect-int",
     "max-buffers",
     "allow-two-primaries",
+    "sndbuf-size",
+    "rcvbuf-size",
     // hadisk's addition: the peer link's TCP congestion control.
     "tcp-congestion",
 ];
@@ -49,8 +51,6 @@ pub const NET_IMPLEMENTED: &[&str] = &[
 pub const NET_IGNORED: &[&str] = &[
     "max-epoch-size",
     "unplug-watermark",
-    "sndbuf-size",
-    "rcvbuf-size",
     "ko-count",
     "always-asbp",
     "rr-conflict",
