@@ -884,13 +884,15 @@ fn split_brain_dir_default_path_and_off() {
     );
 }
 
+/// A two-node resource `r` whose `net { }` section is `net`.
+fn res(net: &str) -> String {
+    format!(
+        "resource r {{ net {{ {net} }}\n on a {{ device /dev/nbd0; disk /d; address 10.0.0.1:7789; meta-disk internal; }}\n on b {{ device /dev/nbd0; disk /d; address 10.0.0.2:7789; meta-disk internal; }}\n}}\n"
+    )
+}
+
 #[test]
 fn tcp_congestion_defaults_to_cubic_and_system_keeps_the_kernels() {
-    let res = |net: &str| {
-        format!(
-            "resource r {{ net {{ {net} }}\n on a {{ device /dev/nbd0; disk /d; address 10.0.0.1:7789; meta-disk internal; }}\n on b {{ device /dev/nbd0; disk /d; address 10.0.0.2:7789; meta-disk internal; }}\n}}\n"
-        )
-    };
     let congestion = |net: &str| {
         parse(&res(net))
             .resource("r")
@@ -935,11 +937,6 @@ fn tcp_congestion_defaults_to_cubic_and_system_keeps_the_kernels() {
 /// 0 (the default) is autotune; at most 10M; acted upon, not ignored.
 #[test]
 fn socket_buffer_sizes_are_bytes_up_to_10m_and_zero_autotunes() {
-    let res = |net: &str| {
-        format!(
-            "resource r {{ net {{ {net} }}\n on a {{ device /dev/nbd0; disk /d; address 10.0.0.1:7789; meta-disk internal; }}\n on b {{ device /dev/nbd0; disk /d; address 10.0.0.2:7789; meta-disk internal; }}\n}}\n"
-        )
-    };
     let sizes = |net: &str| {
         let r = parse(&res(net));
         let net = &r.resource("r").unwrap().net;

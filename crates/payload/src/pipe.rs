@@ -692,10 +692,7 @@ mod tests {
         }
         // A payload that had to fall back to memory is written from there.
         let data = pattern(4096, 1);
-        let p = PipeData::from_bytes(&data).unwrap();
-        let _ = p.memory.set(Bytes::from(data.clone()));
-        p.segments.lock().unwrap().clear();
-        p.into_file(file.as_raw_fd(), 0).unwrap();
+        in_memory(&data).into_file(file.as_raw_fd(), 0).unwrap();
         let mut back = vec![0u8; data.len()];
         file.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, data);
@@ -709,32 +706,14 @@ mod tests {
         let data = pattern(700_000, 9);
         let p = PipeData::from_bytes(&data).unwrap();
         let pipes = p.pipes();
-        let Source::Pipe(mut cursor) = p.into_source() else {
+        let Source::Pipe(cursor) = p.into_source() else {
             panic!("not a pipe")
         };
         assert_eq!((cursor.left(), cursor.segments.len()), (data.len(), pipes));
-        let (tx, mut rx) = UnixStream::pair().unwrap();
-        tx.set_nonblocking(true).unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut back = Vec::new();
-            rx.read_to_end(&mut back).unwrap();
-            back
-        });
-        while cursor.left() > 0 {
-            match cursor.splice_to(tx.as_raw_fd()) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                Err(e) => panic!("{e}"),
-            }
-        }
-        drop(tx);
-        assert_eq!(reader.join().unwrap(), data);
+        assert_eq!(send_through_a_socket(cursor), data);
 
         let small = pattern(4096, 2);
-        let m = PipeData::from_bytes(&small).unwrap();
-        let _ = m.memory.set(Bytes::from(small.clone()));
-        m.segments.lock().unwrap().clear();
-        let Source::Memory(bytes) = m.into_source() else {
+        let Source::Memory(bytes) = in_memory(&small).into_source() else {
             panic!("not memory")
         };
         assert_eq!(bytes, small);
@@ -797,6 +776,15 @@ mod tests {
         assert_eq!(payload.to_vec().unwrap(), data);
 
         // Out through another socket pair, as the link sends it.
+        let Source::Pipe(cursor) = payload.source().unwrap() else {
+            panic!("not a pipe")
+        };
+        assert_eq!(send_through_a_socket(cursor), data);
+    }
+
+    /// Splices `cursor` into a non-blocking socket, as the link does, and
+    /// returns what the other end read.
+    fn send_through_a_socket(mut cursor: PipeCursor) -> Vec<u8> {
         let (tx, mut rx) = UnixStream::pair().unwrap();
         tx.set_nonblocking(true).unwrap();
         let reader = std::thread::spawn(move || {
@@ -804,9 +792,6 @@ mod tests {
             rx.read_to_end(&mut back).unwrap();
             back
         });
-        let Source::Pipe(mut cursor) = payload.source().unwrap() else {
-            panic!("not a pipe")
-        };
         while cursor.left() > 0 {
             match cursor.splice_to(tx.as_raw_fd()) {
                 Ok(_) => {}
@@ -815,7 +800,15 @@ mod tests {
             }
         }
         drop(tx);
-        assert_eq!(reader.join().unwrap(), data);
+        reader.join().unwrap()
+    }
+
+    /// A payload as it is after falling back to memory (no pipe for a copy).
+    fn in_memory(data: &[u8]) -> PipeData {
+        let p = PipeData::from_bytes(data).unwrap();
+        let _ = p.memory.set(Bytes::from(data.to_vec()));
+        p.segments.lock().unwrap().clear();
+        p
     }
 
     /// A writer sending `data` in `chunk`-byte writes: one socket buffer,
