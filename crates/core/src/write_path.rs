@@ -163,26 +163,20 @@ impl Resource {
         if mirror {
             w.peer_wait = true;
             w.sent_to_peer = true;
-        }
-        if !mirror {
+        } else {
             let _ = self.bitmap.set_bytes(offset_bytes, len_bytes);
         }
-        if mirror {
-            self.out.push(Action::WriteLocal {
-                io: id,
-                offset_bytes,
-                data: data.clone(),
-                fua,
-            });
+        // The peer's copy is a second reference to the payload, not a copy.
+        let to_peer = mirror.then(|| data.clone());
+        self.out.push(Action::WriteLocal {
+            io: id,
+            offset_bytes,
+            data,
+            fua,
+        });
+        if let Some(data) = to_peer {
             self.send(Message::Data {
                 seq: id.0,
-                offset_bytes,
-                data,
-                fua,
-            });
-        } else {
-            self.out.push(Action::WriteLocal {
-                io: id,
                 offset_bytes,
                 data,
                 fua,
