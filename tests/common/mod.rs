@@ -630,9 +630,8 @@ pub fn link_bytes(pair: &Pair) -> u64 {
 /// The receive and send buffers (`rb`, `tb` of `ss -m`, bytes) of each end
 /// of the pair's peer link.
 pub fn link_buffers(pair: &Pair) -> Vec<(u64, u64)> {
-    let filter = format!("( sport = :{p} or dport = :{p} )", p = pair.port_b);
-    let out = sh("ss", &["-tinmH", "state", "established", &filter]);
-    out.split_whitespace()
+    link_sockets(pair)
+        .split_whitespace()
         .filter_map(|w| w.strip_prefix("skmem:("))
         .map(|m| {
             let field = |name: &str| {
@@ -654,10 +653,17 @@ pub fn link_congestion(pair: &Pair) -> Vec<String> {
     let known = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
         .unwrap_or_default();
     let known: Vec<&str> = known.split_whitespace().collect();
-    let filter = format!("( sport = :{p} or dport = :{p} )", p = pair.port_b);
-    let out = sh("ss", &["-tinH", "state", "established", &filter]);
-    out.split_whitespace()
+    link_sockets(pair)
+        .split_whitespace()
         .filter(|w| known.contains(w))
         .map(str::to_string)
         .collect()
+}
+
+/// `ss -tim` of both ends of the pair's peer link (alpha's outgoing
+/// connection to beta's port and beta's accepted end): TCP info and
+/// socket memory, one line per end.
+fn link_sockets(pair: &Pair) -> String {
+    let filter = format!("( sport = :{p} or dport = :{p} )", p = pair.port_b);
+    sh("ss", &["-tinmH", "state", "established", &filter])
 }
